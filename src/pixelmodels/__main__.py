@@ -1,0 +1,3 @@
+from pixelmodels.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""PixelCNN (van den Oord, Kalchbrenner, Kavukcuoglu 2016, "Pixel Recurrent Neural Networks", ICML).
+
+Architecture (section 3.5 and Figure 5, Table 1 "PixelCNN"):
+- a 7x7 convolution with mask A (the current sub-pixel and everything after it are hidden);
+- ``num_layers`` residual blocks: ReLU, 1x1 conv (2h -> h), ReLU, 3x3 conv mask B (h -> h), ReLU,
+  1x1 conv (h -> 2h), added to the block input (section 3.5, Figure 5);
+- two ReLU + 1x1 mask-B output layers, the last emitting the head's parameters (a 256-way softmax per
+  sub-pixel in the paper, section 5.3).
+Every convolution, 1x1 ones included, is masked with R -> G -> B channel groups (section 3.4), so a
+sub-pixel's logits see earlier pixels and earlier colours of its own pixel only.
+
+The receptive field has the paper's blind spot (section 3.5 / Gated PixelCNN paper Figure 1): stacked
+masked 3x3 convolutions never reach pixels up and to the right beyond the first layer's reach.
+
+Deviations from the paper:
+- ``hidden_channels`` is h (the paper's blocks carry 2h features); ``num_layers`` counts residual blocks.
+- ``output_channels`` (the width of the first 1x1 output layer) defaults to 2h; the paper used 1024
+  for CIFAR-10.
+- With a head that draws a pixel's channels jointly (``head="dmol"``) the channel groups collapse to one
+  and mask A hides the whole current pixel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.nn import MaskedConv2d
+from pixelmodels.registry import register
+
+
+class ResidualBlock(nn.Module):
+    """PixelCNN residual block (PixelRNN paper Figure 5): 2h -> h -> h -> 2h, added to the input."""
+
+    def __init__(self, hidden_channels: int, kernel_size: int, groups: int):
+        super().__init__()
+        h = hidden_channels
+        self.body = nn.Sequential(
+            nn.ReLU(),
+            MaskedConv2d(2 * h, h, 1, "B", groups),
+            nn.ReLU(),
+            MaskedConv2d(h, h, kernel_size, "B", groups),
+            nn.ReLU(),
+            MaskedConv2d(h, 2 * h, 1, "B", groups),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+@register("pixelcnn")
+class PixelCNN(AutoregressiveModel):
+    """PixelCNN with mask A/B convolutions and a per-sub-pixel categorical head.
+
+    Args:
+        image_shape: (C, H, W).
+        num_levels: K, values per sub-pixel.
+        hidden_channels: h; residual blocks carry 2h channels.
+        num_layers: number of residual blocks.
+        kernel_size: the masked convolution size inside the blocks (3 in the paper).
+        first_kernel_size: the mask-A input convolution size (7 in the paper).
+        output_channels: width of the hidden 1x1 output layer (default 2h).
+        head: output distribution ("categorical").
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_levels: int,
+        *,
+        hidden_channels: int = 64,
+        num_layers: int = 7,
+        kernel_size: int = 3,
+        first_kernel_size: int = 7,
+        output_channels: int | None = None,
+        head: str = "categorical",
+    ):
+        super().__init__(image_shape, num_levels, head)
+        c = self.image_shape[0]
+        groups = 1 if self.head.joint_channels else c
+        if hidden_channels < groups:
+            raise ValueError(f"hidden_channels ({hidden_channels}) must be at least the channel count ({c})")
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        self.hidden_channels = hidden_channels
+        self.num_layers = num_layers
+        self.kernel_size = kernel_size
+        self.first_kernel_size = first_kernel_size
+        self.output_channels = output_channels
+        h, out_h = hidden_channels, output_channels or 2 * hidden_channels
+
+        self.input_conv = MaskedConv2d(c, 2 * h, first_kernel_size, "A", groups)
+        self.blocks = nn.ModuleList(ResidualBlock(h, kernel_size, groups) for _ in range(num_layers))
+        self.output = nn.Sequential(
+            nn.ReLU(),
+            MaskedConv2d(2 * h, out_h, 1, "B", groups),
+            nn.ReLU(),
+            MaskedConv2d(out_h, self.head.num_params, 1, "B", groups),
+        )
+
+    def network(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.input_conv(inputs)  # (B, 2h, H, W)
+        for block in self.blocks:
+            x = block(x)
+        return self.output(x)  # (B, P, H, W)
