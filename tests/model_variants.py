@@ -19,9 +19,7 @@ class Variant(NamedTuple):
 
     @property
     def id(self) -> str:
-        extra = ",".join(
-            f"{k}={v}" for k, v in self.hparams.items() if k not in ("hidden_channels", "num_layers")
-        )
+        extra = ",".join(f"{k}={v}" for k, v in self.hparams.items() if k not in ("hidden_channels", "num_layers"))
         return self.name + (f"[{extra}]" if extra else "")
 
     def accepts(self, shape) -> bool:

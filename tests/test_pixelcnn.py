@@ -11,9 +11,7 @@ from pixelmodels.sampling import naive_sample
 
 
 def tiny(shape=(1, 2, 2), k=2, **kw):
-    return pixelmodels.build(
-        "pixelcnn", image_shape=shape, num_levels=k, hidden_channels=6, num_layers=2, **kw
-    )
+    return pixelmodels.build("pixelcnn", image_shape=shape, num_levels=k, hidden_channels=6, num_layers=2, **kw)
 
 
 def test_blind_spot_is_real():
@@ -60,9 +58,7 @@ def output_std(model):
 
 
 def test_activation_scale_is_bounded_at_init():
-    model = pixelmodels.build(
-        "pixelcnn", image_shape=(3, 16, 16), num_levels=256, hidden_channels=32, num_layers=12
-    )
+    model = pixelmodels.build("pixelcnn", image_shape=(3, 16, 16), num_levels=256, hidden_channels=32, num_layers=12)
     assert output_std(model) < 1.0
     for i, block in enumerate(model.blocks):
         doubled = DoubledResidual(32, 3, 3)

@@ -31,9 +31,7 @@ def raster_order(num_channels: int, height: int, width: int, joint_channels: boo
     return steps
 
 
-def subscale_order(
-    num_channels: int, height: int, width: int, scale: int, joint_channels: bool = False
-) -> list[Step]:
+def subscale_order(num_channels: int, height: int, width: int, scale: int, joint_channels: bool = False) -> list[Step]:
     """Subscale order (Menick & Kalchbrenner 2018, Figure 3): slices ``x[:, :, a::S, b::S]`` in raster order
     of the offset (a, b); raster order (and R -> G -> B) inside each slice."""
     if height % scale or width % scale:

@@ -47,9 +47,7 @@ def build(name: str, image_shape: tuple[int, int, int], num_levels: int, **hpara
     valid = hyperparameters(cls)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:
-        raise ValueError(
-            f"unknown hyper-parameter(s) {unknown} for model {name!r}; valid: {', '.join(sorted(valid))}"
-        )
+        raise ValueError(f"unknown hyper-parameter(s) {unknown} for model {name!r}; valid: {', '.join(sorted(valid))}")
     return cls(image_shape=tuple(image_shape), num_levels=num_levels, **hparams)
 
 

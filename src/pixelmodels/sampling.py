@@ -31,7 +31,5 @@ def naive_sample(
     for h, w, channels in tqdm(model.order(), disable=not progress, desc="sampling", leave=False):
         params = model.network(model.scale_input(x), cond)[:, :, h, w]  # (B, P)
         keep = None if known_mask is None else known_mask[:, :, h, w]
-        x[:, :, h, w] = model.head.sample(
-            params.float(), x[:, :, h, w], channels, keep, temperature, generator
-        )
+        x[:, :, h, w] = model.head.sample(params.float(), x[:, :, h, w], channels, keep, temperature, generator)
     return x

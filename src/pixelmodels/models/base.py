@@ -58,9 +58,7 @@ class AutoregressiveModel(nn.Module):
     @property
     def config(self) -> dict:
         """Everything needed to rebuild this model: ``pixelmodels.build(**model.config)``."""
-        hparams = {
-            k: self.head_name if k == "head" else getattr(self, k) for k in hyperparameters(type(self))
-        }
+        hparams = {k: self.head_name if k == "head" else getattr(self, k) for k in hyperparameters(type(self))}
         return {
             "name": self.model_name,
             "image_shape": list(self.image_shape),
@@ -146,9 +144,7 @@ class AutoregressiveModel(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"images must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-            raise ValueError(
-                f"images must be an integer tensor with values in [0, {self.num_levels}), got {x.dtype}"
-            )
+            raise ValueError(f"images must be an integer tensor with values in [0, {self.num_levels}), got {x.dtype}")
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(
                 f"images must have shape (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}"
