@@ -285,3 +285,337 @@ def test_corrupt_amat_gives_one_clear_error(tmp_path):
     gz.write_bytes(gzip.compress(("\n".join(lines[:100]) + "\n").encode(), compresslevel=1)[:5000])
     with pytest.raises(ValueError, match=f"{gz}.*gzip"):
         load_dataset("binarized_mnist", "test", data_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- CIFAR-10 in the official layout
+
+
+def _py2_str(b: bytes) -> bytes:  # a Python 2 str: SHORT_BINSTRING / BINSTRING
+    import struct
+
+    return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<I", len(b)) + b
+
+
+def _py2_int(n: int) -> bytes:  # BININT1 / BININT2 / BININT
+    import struct
+
+    if 0 <= n < 256:
+        return b"K" + bytes([n])
+    return b"M" + struct.pack("<H", n) if 0 <= n < 65536 else b"J" + struct.pack("<i", n)
+
+
+def _py2_list(items: list[bytes]) -> bytes:
+    return b"](" + b"".join(items) + b"e"  # EMPTY_LIST MARK ... APPENDS
+
+
+def _py2_uint8_array(a: np.ndarray) -> bytes:
+    """A numpy uint8 array as Python 2 numpy pickled it: numpy.core.multiarray._reconstruct + BUILD state."""
+    out = b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n" + _py2_int(0) + b"\x85" + _py2_str(b"b") + b"tR"
+    out += b"(" + _py2_int(1) + b"(" + b"".join(_py2_int(d) for d in a.shape) + b"t"
+    out += b"cnumpy\ndtype\n" + _py2_str(b"u1") + _py2_int(0) + _py2_int(1) + b"\x87R"
+    out += b"(" + _py2_int(3) + _py2_str(b"|") + b"NNN" + _py2_int(-1) + _py2_int(-1) + _py2_int(0) + b"tb"
+    return out + b"\x89" + _py2_str(a.tobytes()) + b"tb"
+
+
+def _py2_dict(items: list[tuple[bytes, bytes]]) -> bytes:
+    return b"\x80\x02}(" + b"".join(_py2_str(k) + v for k, v in items) + b"u."  # PROTO 2, dict, SETITEMS, STOP
+
+
+def _cifar_batch(rows: np.ndarray, labels: list[int], batch_label: bytes) -> bytes:
+    names = [_py2_str(f"img_{i}.png".encode()) for i in range(len(rows))]
+    return _py2_dict(
+        [
+            (b"data", _py2_uint8_array(rows)),
+            (b"labels", _py2_list([_py2_int(v) for v in labels])),
+            (b"batch_label", _py2_str(batch_label)),
+            (b"filenames", _py2_list(names)),
+        ]
+    )
+
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _write_cifar(folder, per_batch=20, test=10, seed=0):
+    """Official layout, small batches: returns the images (N, 3, 32, 32) and labels each file should give."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for name, n in [*[(f"data_batch_{i}", per_batch) for i in range(1, 6)], ("test_batch", test)]:
+        rows = rng.integers(0, 256, (n, 3072)).astype(np.uint8)
+        labels = rng.integers(0, 10, n).tolist()
+        images = np.empty((n, 3, 32, 32), dtype=np.uint8)
+        for c in range(3):  # the documented layout, written out: value (c, y, x) sits at c*1024 + y*32 + x
+            for y in range(32):
+                images[:, c, y, :] = rows[:, c * 1024 + y * 32 : c * 1024 + y * 32 + 32]
+        (folder / name).write_bytes(_cifar_batch(rows, labels, f"{name} of the test".encode()))
+        expected[name] = (images, np.array(labels))
+    meta = _py2_dict(
+        [
+            (b"num_cases_per_batch", _py2_int(per_batch)),
+            (b"label_names", _py2_list([_py2_str(n.encode()) for n in CIFAR_NAMES])),
+            (b"num_vis", _py2_int(3072)),
+        ]
+    )
+    (folder / "batches.meta").write_bytes(meta)
+    return expected
+
+
+def test_cifar10_python2_batches_load_with_known_pixels(tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    expected = _write_cifar(folder)
+    # our Python 2 writer is a valid pickle: plain pickle (safe here, our own bytes) reads the same dict
+    plain = pickle.loads((folder / "data_batch_1").read_bytes(), encoding="bytes")
+    assert set(plain) == {b"data", b"labels", b"batch_label", b"filenames"} and plain[b"data"].shape == (20, 3072)
+    train_all = np.concatenate([expected[f"data_batch_{i}"][0] for i in range(1, 6)])
+    labels_all = np.concatenate([expected[f"data_batch_{i}"][1] for i in range(1, 6)])
+    parts = {s: load_dataset("cifar10", s, data_dir=tmp_path) for s in SPLITS}
+    _check_dataset(parts["train"], 90, (3, 32, 32), 256)  # the last tenth of the 100 training images is valid
+    _check_dataset(parts["valid"], 10, (3, 32, 32), 256)
+    _check_dataset(parts["test"], 10, (3, 32, 32), 256)
+    assert np.array_equal(parts["train"].images.numpy(), train_all[:90])
+    assert np.array_equal(parts["valid"].images.numpy(), train_all[90:])
+    assert np.array_equal(parts["train"].labels.numpy(), labels_all[:90])
+    assert np.array_equal(parts["test"].images.numpy(), expected["test_batch"][0])
+    assert np.array_equal(parts["test"].labels.numpy(), expected["test_batch"][1])
+    assert parts["test"].class_names == CIFAR_NAMES and parts["test"].num_classes == 10
+    # single known pixels: red (y=0, x=1), green (y=1, x=0), blue (y=31, x=30) of the first image
+    rows = plain[b"data"]
+    x = parts["train"].images[0]
+    assert (x[0, 0, 1], x[1, 1, 0], x[2, 31, 30]) == (rows[0, 1], rows[0, 1024 + 32], rows[0, 2048 + 31 * 32 + 30])
+
+
+def test_cifar10_batches_written_by_python3_also_load(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 256, (4, 3072)).astype(np.uint8)
+    for protocol in (2, 4, 5):
+        folder = tmp_path / f"p{protocol}"
+        folder.mkdir()
+        batch = {b"data": rows, b"labels": [1, 2, 3, 4], b"batch_label": b"x", b"filenames": [b"a"] * 4}
+        (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+        ds = load_dataset("cifar10", "test", data_dir=folder)
+        assert np.array_equal(ds.images.numpy().reshape(4, 3072), rows) and ds.labels.tolist() == [1, 2, 3, 4]
+
+
+class _Evil:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _malicious_payloads(marker):
+    import builtins
+    import os
+    import pickle
+    from collections import OrderedDict
+
+    return {
+        "os.system": pickle.dumps({b"data": _Evil(os.system, f"touch {marker}")}, protocol=2),
+        "eval": pickle.dumps(_Evil(builtins.eval, f"open({str(marker)!r}, 'w')"), protocol=4),
+        "object array": pickle.dumps({b"data": np.array([1, "a"], dtype=object), b"labels": [0, 0]}),
+        "other class": pickle.dumps(OrderedDict(data=1)),
+        # numpy's reconstructor asked to build something other than an ndarray
+        "reconstruct": b"\x80\x02cnumpy.core.multiarray\n_reconstruct\n(cnumpy\ndtype\nK\x00\x85U\x01btR.",
+    }
+
+
+@pytest.mark.parametrize("payload", ["os.system", "eval", "object array", "other class", "reconstruct"])
+def test_malicious_pickle_is_refused(payload, tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "test_batch").write_bytes(_malicious_payloads(marker)[payload])
+    with pytest.raises(ValueError, match="test_batch: refused or unreadable pickle") as err:
+        load_dataset("cifar10", "test", data_dir=tmp_path)
+    assert not marker.exists()
+    if payload == "os.system":
+        assert "refused" in str(err.value) and "system" in str(err.value)
+
+
+def test_cifar10_wrong_content_gives_clear_error(tmp_path):
+    (tmp_path / "test_batch").write_bytes(_py2_dict([(b"data", _py2_uint8_array(np.zeros((2, 100), np.uint8)))]))
+    with pytest.raises(ValueError, match=r"test_batch: 'data' must be a uint8 array \(N, 3072\)"):
+        load_dataset("cifar10", "test", data_dir=tmp_path)
+    good = _cifar_batch(np.zeros((2, 3072), np.uint8), [0, 1], b"t")
+    (tmp_path / "test_batch").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="test_batch: refused or unreadable"):
+        load_dataset("cifar10", "test", data_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- folder of images
+
+
+def _stripes(width: int, height: int):
+    """Red left quarter, green middle half, blue right quarter: a center crop of a wide image is all green."""
+    from PIL import Image
+
+    a = np.zeros((height, width, 3), dtype=np.uint8)
+    a[:, : width // 4, 0] = 255
+    a[:, width // 4 : width - width // 4, 1] = 200
+    a[:, width - width // 4 :, 2] = 255
+    return Image.fromarray(a)
+
+
+def _make_folder(root, n_per_class=15):
+    from PIL import Image
+
+    for cls, value in (("cats", 40), ("dogs", 220)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n_per_class):
+            suffix = ".png" if i % 2 else ".JPG"
+            Image.fromarray(np.full((10 + i, 12 + 2 * i, 3), value, np.uint8)).save(root / cls / f"{i}{suffix}")
+    (root / "notes.txt").write_text("not an image")
+
+
+def test_folder_splits_labels_and_center_crop(tmp_path):
+    from pixelmodels.data.files import hash_bucket
+
+    root = tmp_path / "imgs"
+    _make_folder(root)
+    parts = {s: load_dataset("folder", s, data_dir=tmp_path, path="imgs", size=8) for s in SPLITS}
+    assert sum(len(p) for p in parts.values()) == 30
+    for ds in parts.values():
+        assert ds.image_shape == (3, 8, 8) and ds.num_levels == 256 and ds.class_names == ["cats", "dogs"]
+        # solid images stay solid after crop + resize (JPEG within a few levels); the label follows the folder
+        value = torch.where(ds.labels == 0, 40, 220).view(-1, 1, 1, 1)
+        assert (ds.images.int() - value).abs().max() <= 3
+    expected = {
+        s: sorted(
+            f"{c}/{i}"
+            for c in ("cats", "dogs")
+            for i in range(15)
+            if {8: "valid", 9: "test"}.get(hash_bucket(f"{c}/{i}{'.png' if i % 2 else '.JPG'}"), "train") == s
+        )
+        for s in SPLITS
+    }
+    assert {s: len(p) for s, p in parts.items()} == {s: len(v) for s, v in expected.items()}
+    gray = load_dataset("folder", "train", data_dir=root, size=4, channels=1)
+    assert gray.image_shape == (1, 4, 4)
+    _stripes(40, 20).save(root / "cats" / "wide.png")
+    wide = load_dataset("folder", "train+valid+test", data_dir=root, size=6)
+    green = [img for img in wide.images if img[1].float().mean() > 150 and img[0].max() < 30]
+    assert len(green) == 1 and (green[0][1] == 200).all() and green[0][2].max() < 30  # center crop kept the middle
+
+
+def test_folder_split_is_stable_when_files_are_added(tmp_path):
+    from PIL import Image
+
+    _make_folder(tmp_path)
+    before = load_dataset("folder", "test", data_dir=tmp_path, size=4)
+    Image.fromarray(np.full((9, 9, 3), 7, np.uint8)).save(tmp_path / "cats" / "zz_new.png")
+    after = load_dataset("folder", "test", data_dir=tmp_path, size=4)
+    new = [img for img in after.images if (img == 7).all()]
+    assert len(after) == len(before) + len(new)
+    assert {tuple(i.flatten().tolist()) for i in before.images} <= {tuple(i.flatten().tolist()) for i in after.images}
+
+
+def test_folder_with_split_subfolders_and_errors(tmp_path):
+    from PIL import Image
+
+    for split, n in (("train", 20), ("test", 3)):
+        (tmp_path / split).mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((5, 5), i, np.uint8)).save(tmp_path / split / f"{i}.png")
+    test = load_dataset("folder", "test", data_dir=tmp_path, size=5, channels=1)
+    assert len(test) == 3 and test.labels is None and sorted(test.images[:, 0, 0, 0].tolist()) == [0, 1, 2]
+    assert test[0][1] == -1
+    train, valid = (load_dataset("folder", s, data_dir=tmp_path, size=5, channels=1) for s in ("train", "valid"))
+    assert len(train) + len(valid) == 20
+    (tmp_path / "test" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+        load_dataset("folder", "test", data_dir=tmp_path, size=5)
+    with pytest.raises(FileNotFoundError, match="no directory"):
+        load_dataset("folder", "test", data_dir=tmp_path / "absent")
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        load_dataset("folder", "test", data_dir=tmp_path, channels=2)
+
+
+# ---------------------------------------------------------------- npz / npy
+
+
+def test_npz_downsampled_imagenet_layout_is_memory_mapped(tmp_path):
+    from pixelmodels.data.files import _read_arrays
+
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 256, (50, 3072)).astype(np.uint8)
+    labels = rng.integers(1, 1001, 50)  # 1-based, as in the downsampled ImageNet files
+    np.savez(tmp_path / "train_data_batch_1.npz", data=rows, labels=labels, mean=rows.mean(0))
+    np.savez_compressed(tmp_path / "val_data.npz", data=rows[:10], labels=labels[:10])
+    opts = dict(train="train_data_batch_1.npz", test="val_data.npz", label_offset=1)
+    train, valid, test = (load_dataset("npz", s, data_dir=tmp_path, **opts) for s in SPLITS)
+    assert (len(train), len(valid), len(test)) == (45, 5, 10)  # valid = the last tenth of the train file
+    assert train.image_shape == (3, 32, 32) and train.num_levels == 256
+    assert (train.images[3, 0, 0, 1], train.images[3, 1, 2, 0], train.images[3, 2, 31, 31]) == (
+        rows[3, 1],
+        rows[3, 1024 + 64],
+        rows[3, 3071],
+    )
+    assert np.array_equal(valid.images.numpy().reshape(5, 3072), rows[45:])
+    assert np.array_equal(train.labels.numpy(), labels[:45] - 1) and train.num_classes == int(labels.max())
+    mapped, _ = _read_arrays(tmp_path / "train_data_batch_1.npz")
+    assert isinstance(mapped, np.memmap)  # savez stores members uncompressed: mapped, not read
+    compressed, _ = _read_arrays(tmp_path / "val_data.npz")
+    assert not isinstance(compressed, np.memmap) and np.array_equal(test.images.numpy().reshape(10, 3072), rows[:10])
+    mapped[0, 0] = rows[0, 0] ^ 0xFF  # copy-on-write: writing to the map never changes the file
+    assert np.load(tmp_path / "train_data_batch_1.npz")["data"][0, 0] == rows[0, 0]
+
+
+def test_npz_plain_arrays_and_layouts(tmp_path):
+    rng = np.random.default_rng(1)
+    nhwc = rng.integers(0, 256, (30, 6, 5, 3)).astype(np.uint8)
+    np.save(tmp_path / "nhwc.npy", nhwc)
+    every = load_dataset("npz", "train+valid+test", data_dir=tmp_path, path="nhwc.npy")
+    assert every.image_shape == (3, 6, 5) and np.array_equal(every.images.numpy(), nhwc.transpose(0, 3, 1, 2))
+    sizes = [len(load_dataset("npz", s, data_dir=tmp_path, path="nhwc.npy")) for s in SPLITS]
+    assert sizes == [24, 3, 3] and every.labels is None
+    nchw = rng.integers(0, 2, (20, 1, 4, 4)).astype(np.uint8)
+    np.savez(tmp_path / "binary.npz", images=nchw, labels=np.arange(20) % 3)
+    ds = load_dataset("npz", "test", data_dir=tmp_path, path=str(tmp_path / "binary.npz"), levels=2)
+    assert ds.num_levels == 2 and np.array_equal(ds.images.numpy(), nchw[18:]) and ds.labels.tolist() == [0, 1]
+    gray = rng.integers(0, 256, (10, 7, 7)).astype(np.uint8)
+    np.savez(tmp_path / "gray.npz", gray)
+    assert load_dataset("npz", "train", data_dir=tmp_path, path="gray.npz").image_shape == (1, 7, 7)
+    q = load_dataset("npz", "train", data_dir=tmp_path, path="gray.npz", num_levels=4)
+    assert int(q.images.max()) <= 3 and torch.equal(q.images[:, 0], torch.from_numpy(gray[:8] // 64))
+
+
+def test_npz_errors_name_the_file(tmp_path):
+    np.save(tmp_path / "float.npy", np.zeros((4, 3, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="float.npy: images must be uint8"):
+        load_dataset("npz", "train", data_dir=tmp_path, path="float.npy")
+    np.savez(tmp_path / "x.npz", images=np.zeros((10, 3, 4, 4), np.uint8))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "x.npz").read_bytes()[:300])
+    with pytest.raises(ValueError, match="cut.npz: not a readable"):
+        load_dataset("npz", "train", data_dir=tmp_path, path="cut.npz")
+    np.save(tmp_path / "odd.npy", np.zeros((10, 5, 5, 5), np.uint8))
+    with pytest.raises(ValueError, match="odd.npy: cannot tell channels"):
+        load_dataset("npz", "train", data_dir=tmp_path, path="odd.npy")
+    assert load_dataset("npz", "train", data_dir=tmp_path, path="odd.npy", layout="nchw").image_shape == (5, 5, 5)
+    with pytest.raises(ValueError, match="value 9 outside the 2 levels"):
+        np.save(tmp_path / "nine.npy", np.full((10, 1, 2, 2), 9, np.uint8))
+        load_dataset("npz", "train", data_dir=tmp_path, path="nine.npy", levels=2)
+    with pytest.raises(FileNotFoundError, match="absent.npz"):
+        load_dataset("npz", "train", data_dir=tmp_path, path="absent.npz")
+    with pytest.raises(ValueError, match="no file for split 'test'"):
+        load_dataset("npz", "test", data_dir=tmp_path, train="x.npz")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_datasets_lists_presence(shared_data_dir, tmp_path, capsys):
+    from pixelmodels.cli import main
+
+    assert main(["datasets", "--data-dir", str(shared_data_dir)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(lines) == set(available_datasets())
+    assert "1x28x28" in lines["mnist"] and "50000/10000/10000" in lines["mnist"] and " yes " in lines["mnist"]
+    assert " yes " in lines["binarized_mnist"] and " 2 " in lines["binarized_mnist"]
+    assert main(["datasets", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert " no " in next(line for line in out.splitlines() if line.startswith("mnist"))
+    assert str(tmp_path / "mnist") in out
