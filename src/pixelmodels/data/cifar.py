@@ -162,7 +162,7 @@ def _download(data_dir: Path) -> Path:
         for member in tar.getmembers():
             if member.isfile() and member.name in wanted:
                 target = folder / Path(member.name).name
-                tmp = target.with_suffix(".part")
+                tmp = target.with_name(target.name + ".part")
                 tmp.write_bytes(tar.extractfile(member).read())
                 os.replace(tmp, target)
     return folder
