@@ -119,6 +119,13 @@ def test_photos_patches_split_by_region(size):
     assert used == sum(info["splits"].values()) == 2 * (427 // size) * (640 // size)
 
 
+def test_photos_bad_size():
+    with pytest.raises(ValueError, match="size must be an integer in"):
+        load_dataset("photos", "train", size=1000)
+    with pytest.raises(ValueError, match="size must be an integer in"):
+        dataset_info("photos", size=2.5)
+
+
 # ---------------------------------------------------------------- MNIST and binarized MNIST (real files)
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]  # ../shared/data/README.md
