@@ -605,6 +605,9 @@ def test_npz_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="value 9 outside the 2 levels"):
         np.save(tmp_path / "nine.npy", np.full((10, 1, 2, 2), 9, np.uint8))
         load_dataset("npz", "train", data_dir=tmp_path, path="nine.npy", levels=2)
+    np.save(tmp_path / "few.npy", np.zeros((5, 1, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match="few.npy: split 'test' is empty"):
+        load_dataset("npz", "test", data_dir=tmp_path, path="few.npy")
     with pytest.raises(FileNotFoundError, match="absent.npz"):
         load_dataset("npz", "train", data_dir=tmp_path, path="absent.npz")
     with pytest.raises(ValueError, match="no file for split 'test'"):

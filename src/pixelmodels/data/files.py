@@ -289,6 +289,8 @@ def load_npz(
         }[split]
     x = x[part]
     labels = None if labels is None else labels[part]
+    if len(x) == 0:
+        raise ValueError(f"{file}: split {split!r} is empty ({n} images in the file; see docs/data.md for the split)")
     if levels < 256 and len(x) and int(x.max()) >= levels:
         raise ValueError(f"{file}: value {int(x.max())} outside the {levels} levels given by levels=")
     num_classes = None
