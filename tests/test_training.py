@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,5 +218,18 @@ def test_save_grid_layout(tmp_path):
     path = save_grid(images, tmp_path / "g.png", num_levels=17, nrow=3, scale=2)
     with Image.open(path) as img:
         assert img.size == (3 * 17 + 1, 2 * 17 + 1) and img.mode == "L"
-        pixels = torch.from_numpy(__import__("numpy").asarray(img)).long()
+        pixels = torch.from_numpy(np.array(img)).long()
     assert torch.equal(pixels[1:17:2, 1:17:2], (images[0, 0].double() * 255 / 16).round().long())
+
+
+@pytest.mark.parametrize("name", [n for n in __import__("pixelmodels").training.PRESETS if n != "quickstart"])
+def test_paper_presets_take_a_step(name, tmp_path, shared_data_dir):
+    """Each paper preset, unchanged but for the step count, trains one step where its data is present."""
+    from pixelmodels.data import dataset_info
+
+    config = apply_overrides(get_preset(name), [f"data.data_dir={shared_data_dir}", "train.device=cpu"])
+    if dataset_info(config.data.dataset, data_dir=shared_data_dir)["files_present"] is False:
+        pytest.skip(f"{config.data.dataset} files not in {shared_data_dir}")
+    run = train(config, tmp_path / "run", stop_after=1)
+    meta, _ = ckpt.read_checkpoint(run, "last")
+    assert meta["step"] == 1 and meta["model"]["num_layers"] == config.model.hparams["num_layers"]
