@@ -233,3 +233,28 @@ def test_paper_presets_take_a_step(name, tmp_path, shared_data_dir):
     run = train(config, tmp_path / "run", stop_after=1)
     meta, _ = ckpt.read_checkpoint(run, "last")
     assert meta["step"] == 1 and meta["model"]["num_layers"] == config.model.hparams["num_layers"]
+
+
+def test_tensorboard_events_when_installed(tmp_path, monkeypatch):
+    """tensorboard is not installed here: a stand-in SummaryWriter checks what the trainer sends it."""
+    import sys
+    import types
+
+    calls = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    train(tiny_config("train.steps=2", "train.eval_every=2"), tmp_path / "run")
+    assert calls[0] == ("init", str(tmp_path / "run" / "tensorboard")) and calls[-1] == ("close",)
+    assert (
+        ("train/bits_per_dim", 2) in calls and ("valid/bits_per_dim", 2) in calls and ("test/bits_per_dim", 2) in calls
+    )

@@ -406,14 +406,15 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         writer.metrics({"step": step + 1, "split": "train", "event": "non_finite", "message": str(err)})
         last = run_dir / "checkpoints" / "last.json"
         kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+        writer.close()
         raise NonFiniteLossError(f"{err}; training stopped, {kept}") from None
     finally:
         bar.close()
-        writer.close()
     if step < cfg_t.steps:
         logger.info("stopped at step %d of %d; continue with --resume", step, cfg_t.steps)
-        return run_dir
-    finish(run_dir, config, writer)
+    else:
+        finish(run_dir, config, writer)
+    writer.close()
     return run_dir
 
 
