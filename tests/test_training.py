@@ -258,3 +258,20 @@ def test_tensorboard_events_when_installed(tmp_path, monkeypatch):
     assert (
         ("train/bits_per_dim", 2) in calls and ("valid/bits_per_dim", 2) in calls and ("test/bits_per_dim", 2) in calls
     )
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(saved_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(saved_run, run)
+    model = pixelmodels.load_checkpoint(run, which="last", weights="raw")
+
+    def crash(path, text):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "atomic_write_text", crash)  # the JSON (commit point) never lands
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(run / "checkpoints", "last", step=3, model=model, ema_model=None, run_config={})
+    meta, _ = ckpt.read_checkpoint(run, "last")
+    assert meta["step"] == 2
