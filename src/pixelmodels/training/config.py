@@ -46,10 +46,11 @@ class DataConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     max_train_images: int | None = None  # use only the first N training images (quick experiments, tests)
-    max_eval_images: int | None = None  # cap the validation images scored during training (test is never capped)
+    max_eval_images: int | None = None  # cap the validation images scored during training (test: max_test_images)
     valid_split: str = "valid"  # scored during training, picks the best checkpoint
     test_split: str = "test"  # scored once at the end, with the best checkpoint
     options: dict[str, Any] = field(default_factory=dict)
+    max_test_images: int | None = None  # score an evenly spaced subset of the test split (quick benchmarks)
 
 
 @dataclass
@@ -135,6 +136,8 @@ class RunConfig:
         for key in ("batch_size", "eval_batch_size"):
             if getattr(self.data, key) < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {getattr(self.data, key)}")
+        if self.data.max_test_images is not None and self.data.max_test_images < 1:
+            raise ValueError(f"data.max_test_images must be >= 1 or none, got {self.data.max_test_images}")
         if self.train.steps < 0:
             raise ValueError(f"train.steps must be >= 0, got {self.train.steps}")
         if self.train.num_threads is not None and self.train.num_threads < 1:

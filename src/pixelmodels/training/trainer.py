@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.eval_every", "train.sample_every", "train.checkpoint_every",
     "train.num_samples", "train.num_threads", "train.device", "train.precision", "train.compile", "data.data_dir",
-    "data.eval_batch_size", "data.max_eval_images",
+    "data.eval_batch_size", "data.max_eval_images", "data.max_test_images",
 }  # fmt: skip
 
 
@@ -432,7 +432,13 @@ def finish(run_dir: Path, config: RunConfig, writer: RunWriter | None = None) ->
     model = ckpt.model_from_checkpoint(meta, tensors, "ema", str(run_dir)).to(device)
     d = config.data
     test_set = load_dataset(d.dataset, d.test_split, data_dir=d.data_dir, num_levels=d.num_levels, **d.options)
-    test: NLLResult = dataset_nll(model, test_set.images, test_set.labels, d.eval_batch_size)
+    test_x, test_y = test_set.images, test_set.labels
+    if d.max_test_images is not None and d.max_test_images < len(
+        test_x
+    ):  # evenly spaced: class-sorted splits stay mixed
+        keep = torch.linspace(0, len(test_x) - 1, d.max_test_images).round().long()  # (n,)
+        test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
+    test: NLLResult = dataset_nll(model, test_x, test_y, d.eval_batch_size)
     writer.metrics({"step": meta["step"], "split": "test", **test.to_dict()})
     g = torch.Generator(device).manual_seed(config.train.seed)
     n = config.train.num_samples
