@@ -41,7 +41,9 @@ from pixelmodels.data import dataset_info, resolve_data_dir  # noqa: E402
 from pixelmodels.training import RunConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the project's read-only copies
+ROOT = Path(__file__).resolve().parents[1]
+# The project's read-only copies: ../shared/data beside the repository (or beside a worktree's parent).
+SHARED_DATA = next((p / "shared" / "data" for p in ROOT.parents if (p / "shared").is_dir()), ROOT.parent / "shared")
 
 # Small, comparable hyper-parameters: ~2 x 16 features per layer everywhere (the PixelRNN paper's MNIST width,
 # h = 16), depth cut so one training step costs about the same order on a CPU. "rgb" / "binarized_mnist"
