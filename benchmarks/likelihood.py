@@ -63,8 +63,8 @@ MODELS: dict[str, dict] = {
 # Fixed budgets. Batch 16 as in the PixelRNN paper. max_test: None = the whole test split.
 BUDGETS = {
     "quick": {
-        "binarized_mnist": {"steps": 100, "batch_size": 16, "max_test": 300},
-        "rgb": {"steps": 100, "batch_size": 16, "max_test": 300},
+        "binarized_mnist": {"steps": 60, "batch_size": 16, "max_test": 300},
+        "rgb": {"steps": 60, "batch_size": 16, "max_test": 300},
     },
     "full": {
         "binarized_mnist": {"steps": 3000, "batch_size": 16, "max_test": None},  # ~1 epoch of the 50k images
