@@ -88,7 +88,7 @@ def check(name: str) -> dict:
     }
 
 
-def plot(rows: list[dict], cases: dict):
+def plot(rows: list[dict], cases: dict, threads: int):
     fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 3.6), squeeze=False)
     for ax, (label, (shape, _)) in zip(axes[0], cases.items(), strict=True):
         sub = [r for r in rows if r["shape"] == list(shape)]
@@ -103,7 +103,7 @@ def plot(rows: list[dict], cases: dict):
         ax.set_ylabel("images / s")
         ax.set_title(label, fontsize=10)
         ax.legend(fontsize=8)
-    fig.suptitle("PixelRNN sampling, 2-core CPU (h=16, 2 layers)", fontsize=10)
+    fig.suptitle(f"PixelRNN sampling, CPU, {threads} torch thread(s) (h=16, 2 layers)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "check": checks,
     }
-    save_result("sampling_pixelrnn", data, plot(rows, cases))
+    save_result("sampling_pixelrnn", data, plot(rows, cases, args.threads))
     return 0
 
 
