@@ -28,4 +28,6 @@ class Variant(NamedTuple):
 
 VARIANTS: list[Variant] = [
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2)),
+    Variant("row_lstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
+    Variant("diagonal_bilstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
 ]

@@ -49,6 +49,17 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+def output_stack(in_channels: int, hidden_channels: int, num_params: int, groups: int) -> nn.Sequential:
+    """The output layers of Table 1 (PixelRNN paper): ReLU, 1x1 mask-B conv, ReLU, 1x1 mask-B conv to the
+    head's parameters. Shared by PixelCNN, Row LSTM and Diagonal BiLSTM."""
+    return nn.Sequential(
+        nn.ReLU(),
+        MaskedConv2d(in_channels, hidden_channels, 1, "B", groups),
+        nn.ReLU(),
+        MaskedConv2d(hidden_channels, num_params, 1, "B", groups),
+    )
+
+
 @register("pixelcnn")
 class PixelCNN(AutoregressiveModel):
     """PixelCNN with mask A/B convolutions and a per-sub-pixel categorical head.
@@ -92,12 +103,7 @@ class PixelCNN(AutoregressiveModel):
 
         self.input_conv = MaskedConv2d(c, 2 * h, first_kernel_size, "A", groups)
         self.blocks = nn.ModuleList(ResidualBlock(h, kernel_size, groups) for _ in range(num_layers))
-        self.output = nn.Sequential(
-            nn.ReLU(),
-            MaskedConv2d(2 * h, out_h, 1, "B", groups),
-            nn.ReLU(),
-            MaskedConv2d(out_h, self.head.num_params, 1, "B", groups),
-        )
+        self.output = output_stack(2 * h, out_h, self.head.num_params, groups)
 
     def network(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         x = self.input_conv(inputs)  # (B, 2h, H, W)
