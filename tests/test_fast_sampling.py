@@ -11,6 +11,17 @@ from pixelmodels.nn.cache import ConvCache, PixelRunner
 from pixelmodels.nn.masked import MaskedConv2d
 from pixelmodels.sampling import check_raster
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; on a shared, loaded CPU OpenMP spin-waits make 2 threads ~10x
+    slower than 1, so these tests run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 MODELS = {
     "pixelcnn": dict(hidden_channels=6, num_layers=2, kernel_size=3, first_kernel_size=5),
     "gated_pixelcnn": dict(hidden_channels=6, num_layers=3, kernel_size=3),
@@ -41,7 +52,7 @@ def trace_errors(model, images, trace, cond) -> float:
     order = model.order()
     assert [index for index, _ in trace] == list(range(len(order)))
     worst = 0.0
-    for (index, params), (h, w, channels) in zip(trace, order):
+    for (_, params), (h, w, channels) in zip(trace, order, strict=True):
         idx = [i for c in channels for i in model.head.param_indices(c)]
         worst = max(worst, (params[:, idx] - full[:, idx, h, w]).abs().max().item())
     return worst
@@ -71,12 +82,13 @@ def test_trace_check_detects_a_stale_cache():
     """The comparison must fail when a cache misses the final value of a pixel (no commit after drawing)."""
     model = build("pixelcnn", (1, 5, 6), 4)
     original = ConvCache.write
+    count: dict = {}
 
-    def write_without_commit(self, i, j, value, _count={}):
+    def write_without_commit(self, i, j, value):
         # the first layer's cache receives each pixel twice (step, then commit): drop the commits
         key = (id(self), i, j)
-        _count[key] = _count.get(key, 0) + 1
-        if _count[key] == 1:
+        count[key] = count.get(key, 0) + 1
+        if count[key] == 1:
             original(self, i, j, value)
 
     ConvCache.write = write_without_commit

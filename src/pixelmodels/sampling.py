@@ -86,7 +86,7 @@ def cached_sample(
     order = model.order()
     check_raster(order, model.image_shape[1], model.image_shape[2])
     row = -1
-    last_step_of_pixel = [a[:2] != b[:2] for a, b in zip(order, order[1:])] + [True]
+    last_step_of_pixel = [a[:2] != b[:2] for a, b in zip(order[:-1], order[1:], strict=True)] + [True]
     for index, (h, w, channels) in enumerate(tqdm(order, disable=not progress, desc="sampling", leave=False)):
         if h != row:
             row = h

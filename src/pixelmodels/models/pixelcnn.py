@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels import sampling
+from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import MaskedConv2d
 from pixelmodels.nn.cache import PixelRunner
 from pixelmodels.registry import register

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelmodels.nn.cache import ConvCache, pointwise_weight
-from pixelmodels.nn.masked import MaskType, MaskedConv2d, channel_group
+from pixelmodels.nn.masked import MaskedConv2d, MaskType, channel_group
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
@@ -181,7 +181,7 @@ class GatedStack(nn.Module):
         self, x: torch.Tensor, labels: torch.Tensor | None = None, cond_map: torch.Tensor | None = None
     ) -> torch.Tensor:
         v, h, skip = shift_down(x), x, 0.0
-        for layer, (cond_v, cond_h) in zip(self.layers, self.conditioning(x.shape[0], labels, cond_map)):
+        for layer, (cond_v, cond_h) in zip(self.layers, self.conditioning(x.shape[0], labels, cond_map), strict=True):
             v, h, s = layer(v, h, cond_v, cond_h)
             skip = skip + s
         return skip  # (B, p, H, W)
@@ -191,9 +191,9 @@ class GatedStackStepper:
     """Runs a ``GatedStack`` incrementally for fast sampling.
 
     ``start_row(prev_row, i)`` computes the vertical stack along row i once image row i-1 is final (prev_row:
-    its scaled inputs (B, C, W), None for i = 0); ``pixel(inputs, i, j)`` then computes the horizontal stack at (i, j) from
-    the current pixel's inputs (B, C) and the caches, returning the summed skip (B, p); ``commit(inputs, i, j)``
-    stores a finished pixel's final values.
+    its scaled inputs (B, C, W), None for i = 0); ``pixel(inputs, i, j)`` then computes the horizontal stack at
+    (i, j) from the current pixel's inputs (B, C) and the caches, returning the summed skip (B, p);
+    ``commit(inputs, i, j)`` stores a finished pixel's final values.
     """
 
     def __init__(
@@ -219,7 +219,7 @@ class GatedStackStepper:
         if prev_row is not None:
             v = prev_row  # (B, C, W): the vertical stack's input is the image shifted down one row
         self.h_rows = []
-        for cache, (weight, bias), (cond_v, cond_h) in zip(self.v_caches, self.links, self.cond):
+        for cache, (weight, bias), (cond_v, cond_h) in zip(self.v_caches, self.links, self.cond, strict=True):
             cache.write_row(i, v)
             v_pre = cache.output_row(i) + _row(cond_v, i)  # (B, 2p, W)
             h_row = torch.einsum("oc,bcw->bow", weight, v_pre) + bias[:, None] + _row(cond_h, i)  # (B, 2p, W)
