@@ -29,7 +29,5 @@ class Variant(NamedTuple):
 VARIANTS: list[Variant] = [
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2)),
     Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3)),
-    # conditional: the suite runs it with cond=None (the "no label" embedding, no map);
-    # tests/test_gated_pixelcnn.py reruns the contract checks with labels and a map bound
-    Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3, num_classes=3, cond_channels=2)),
+    # (the conditional configuration is checked against the contract with labels and a map in test_gated_pixelcnn.py)
 ]

@@ -157,6 +157,16 @@ def test_bad_conditioning_raises_clear_errors():
         gated(num_classes=0)
 
 
+def test_conditional_config_round_trip():
+    model = gated((3, 4, 4), 4, num_classes=3, cond_channels=2, label_dropout=0.1).eval()
+    assert model.config["num_classes"] == 3 and model.config["cond_channels"] == 2
+    clone = pixelmodels.build(**model.config).eval()
+    clone.load_state_dict(model.state_dict())
+    x = torch.randint(4, (2, 3, 4, 4))
+    cond = {"labels": torch.tensor([0, 2]), "map": torch.randn(2, 2, 4, 4)}
+    torch.testing.assert_close(clone.log_prob(x, cond), model.log_prob(x, cond))
+
+
 def test_class_conditional_sampling_from_one_int():
     model = gated((1, 3, 3), 4, num_classes=3)
     out = model.sample(4, cond=2, generator=torch.Generator().manual_seed(0))
