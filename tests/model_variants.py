@@ -30,5 +30,5 @@ VARIANTS: list[Variant] = [
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2)),
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2, head="dmol")),
     Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=1, num_mixtures=2, dropout=0.0)),
-    Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=1, num_resolutions=2, dropout=0.0, head="categorical")),
+    Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=0, num_resolutions=2, dropout=0.0, head="categorical")),
 ]

@@ -203,7 +203,7 @@ def empirical_pixel_tv(samples: torch.Tensor, log_p: torch.Tensor, k: int) -> fl
 
 
 def test_dmol_sampler_matches_log_prob():
-    k, n = 4, 40000
+    k, n = 4, 20000
     head = DiscretizedMixLogisticHead(3, k, num_mixtures=3)
     params = random_params(head, 1, seed=7).float()
     space = torch.tensor(list(itertools.product(range(k), repeat=3)))
@@ -211,14 +211,13 @@ def test_dmol_sampler_matches_log_prob():
     samples = head.sample(
         params.expand(n, -1), torch.zeros(n, 3, dtype=torch.long), (0, 1, 2), generator=torch.Generator().manual_seed(0)
     )
-    # 40k draws over 64 outcomes: sampling noise gives TV ~ 0.01
-    assert empirical_pixel_tv(samples, log_p, k) < 0.02
-    # a sampler that ignores the component posterior (component drawn once from the prior) is caught below
+    # 20k draws over 64 outcomes: sampling noise gives TV ~ 0.015
+    assert empirical_pixel_tv(samples, log_p, k) < 0.03
 
 
 def test_dmol_sampler_completion_uses_the_component_posterior():
     """Channel 1 known, channels 0 and 2 drawn: x0 ~ p(x0), x2 ~ p(x2 | x0, x1) (ancestral completion)."""
-    k, n = 4, 40000
+    k, n = 4, 20000
     head = DiscretizedMixLogisticHead(3, k, num_mixtures=3)
     params = random_params(head, 1, seed=8, spread=2.0).float()
     known = torch.zeros(n, 3, dtype=torch.long)
@@ -231,7 +230,7 @@ def test_dmol_sampler_completion_uses_the_component_posterior():
     log_p = per_channel[:, 0, 0, 0] + per_channel[:, 2, 0, 0]  # p(x0) p(x2 | x0, x1=2)
     index = samples[:, 0] * k + samples[:, 2]
     counts = torch.bincount(index, minlength=k * k).double()
-    assert 0.5 * (counts / n - log_p.exp()).abs().sum().item() < 0.02
+    assert 0.5 * (counts / n - log_p.exp()).abs().sum().item() < 0.03
 
 
 def test_dmol_temperature_sharpens():
