@@ -19,6 +19,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from pixelmodels.data import available_datasets, dataset_info
+
+    print(f"{'name':16s} {'shape':12s} {'levels':>6s}  {'splits (train/valid/test)':26s} {'present':8s} directory")
+    for name in available_datasets():
+        info = dataset_info(name, args.data_dir)
+        shape = "x".join(map(str, info["image_shape"])) if info["image_shape"] else "from files"
+        sizes = "/".join("?" if n is None else str(n) for n in info["splits"].values())
+        present = {True: "yes", False: "no", None: "-"}[info["files_present"]]
+        print(f"{name:16s} {shape:12s} {info['num_levels']:>6d}  {sizes:26s} {present:8s} {info['directory']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixelmodels",
@@ -30,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registered models", description="List the registered models.")
     p.add_argument("-v", "--verbose", action="store_true", help="also list each model's hyper-parameters")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser(
+        "datasets",
+        help="list the data sets",
+        description="List the data sets: image shape, "
+        "levels, split sizes, whether their files are present and where they are expected.",
+    )
+    p.add_argument("--data-dir", help="data directory (default: $PIXELMODELS_DATA, else ~/.cache/pixelmodels)")
+    p.set_defaults(func=cmd_datasets)
     return parser
 
 
