@@ -100,7 +100,8 @@ class CategoricalHead(Head):
 
 #: Mixture components of the CIFAR-10 model (openai/pixel-cnn ``train.py``: ``--nr_logistic_mix 10``).
 DEFAULT_NUM_MIXTURES = 10
-#: Floor on log s: keeps 1/s finite and the logistic wider than ~1/1000 of [-1, 1] (openai/pixel-cnn uses -7).
+#: Floor on log s (openai/pixel-cnn): scale >= e^-7 ~ 0.0009, about a ninth of a bin at K=256 (bins are 2/255
+#: wide), so one bin can take almost all the mass while 1/s stays finite.
 LOG_SCALE_MIN = -7.0
 #: Uniform draws for the logistic inverse CDF stay in [eps, 1 - eps]: float32 resolution, so the truncated tail
 #: mass (< 1e-7) is below anything a test or a sample can see.
