@@ -12,6 +12,7 @@ after the budget (eval mode, no EMA). Writes benchmarks/results/pixelcnn_pp.json
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
@@ -23,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import pixelmodels  # noqa: E402
-from benchmarks.common import save_result  # noqa: E402
+from benchmarks.common import RESULTS, save_result  # noqa: E402
 from pixelmodels.data import load_dataset  # noqa: E402
 
 SIZE, BATCH, LR = 16, 16, 2e-3
@@ -74,6 +75,20 @@ def run(name: str, train: torch.Tensor, test: torch.Tensor, steps: int, log_ever
     }
 
 
+def plot(results: dict, steps: int, threads: int):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    for name, r in results.items():
+        s, bpd = zip(*r["train_bpd_curve"], strict=True)
+        ax1.plot(s, bpd, label=f"{name} (test {r['test_bits_per_dim']:.2f})")
+    ax1.set(xlabel="step (batch 16)", ylabel="train bits/dim", title=f"photos {SIZE}x{SIZE} RGB, {steps} steps")
+    ax1.legend()
+    names = list(results)
+    ax2.bar(names, [results[n]["images_per_second"] for n in names], color=[f"C{i}" for i in range(len(names))])
+    ax2.set(ylabel="images/s (train step, CPU)", title=f"training throughput, {threads} thread(s)")
+    ax2.tick_params(axis="x", labelrotation=20)
+    return fig
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -81,7 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--steps", type=int, help="override the number of training steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the shared machine is loaded)")
+    parser.add_argument("--replot", action="store_true", help="redraw the PNG from the saved JSON, no training")
     args = parser.parse_args(argv)
+    if args.replot:
+        saved = json.loads((RESULTS / "pixelcnn_pp.json").read_text())
+        plot(saved["results"], saved["steps"], saved["threads"]).savefig(
+            RESULTS / "pixelcnn_pp.png", dpi=120, bbox_inches="tight"
+        )
+        return
     torch.set_num_threads(args.threads)
     steps = args.steps or (20 if args.quick else 300)
     train = load_dataset("photos", "train", size=SIZE).images  # (N, 3, 16, 16) uint8
@@ -93,15 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             f"test {r['test_bits_per_dim']:.3f} bits/dim after {steps} steps ({r['train_seconds']:.0f} s)"
         )
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
-    for name, r in results.items():
-        s, bpd = zip(*r["train_bpd_curve"], strict=True)
-        ax1.plot(s, bpd, label=f"{name} (test {r['test_bits_per_dim']:.2f})")
-    ax1.set(xlabel="step (batch 16)", ylabel="train bits/dim", title=f"photos {SIZE}x{SIZE} RGB, {steps} steps")
-    ax1.legend()
-    names = list(results)
-    ax2.bar(names, [results[n]["images_per_second"] for n in names], color=[f"C{i}" for i in range(len(names))])
-    ax2.set(ylabel="images/s (train step, CPU)", title=f"training throughput, {args.threads} thread(s)")
+    fig = plot(results, steps, args.threads)
     data = {
         "data": {"dataset": "photos", "size": SIZE, "train_images": len(train), "test_images": len(test)},
         "batch_size": BATCH,
