@@ -250,3 +250,17 @@ def test_categorical_channel_log_probs_is_the_softmax_of_its_logits():
     params = torch.randn(3, 10)
     x = torch.randint(5, (3, 2))
     torch.testing.assert_close(head.channel_log_probs(params, x, 1), F.log_softmax(params[:, 5:], dim=-1))
+
+
+def test_dmol_param_indices_cover_exactly_what_each_channel_reads():
+    head = DiscretizedMixLogisticHead(3, 16, num_mixtures=2)
+    params = random_params(head, 4, seed=9).requires_grad_(True)
+    x = torch.randint(16, (4, 3), generator=torch.Generator().manual_seed(9))
+    per_channel = head.log_prob(params[:, :, None, None], x[:, :, None, None])[:, :, 0, 0]
+    covered = set()
+    for c in range(3):
+        (grad,) = torch.autograd.grad(per_channel[:, c].sum(), params, retain_graph=True)
+        read = set((grad.abs().sum(0) > 0).nonzero().flatten().tolist())
+        assert read <= set(head.param_indices(c)), c
+        covered |= set(head.param_indices(c))
+    assert covered == set(range(head.num_params))

@@ -272,12 +272,15 @@ class DiscretizedMixLogisticHead(Head):
         return out
 
     def param_indices(self, channel: int) -> list[int]:
+        """Channel c's conditional reads the mixture logits and the means, log-scales and coefficients of channels
+        0..c (the earlier ones through the component posterior)."""
         c, m = self.num_channels, self.num_mixtures
-        pairs = [i for i, row in enumerate(self._pair_rows.tolist()) if row == channel]
+        upto = (channel + 1) * m
+        pairs = [i for i, row in enumerate(self._pair_rows.tolist()) if row <= channel]
         return (
             list(range(m))
-            + list(range(m + channel * m, m + (channel + 1) * m))
-            + list(range(m + c * m + channel * m, m + c * m + (channel + 1) * m))
+            + list(range(m, m + upto))
+            + list(range(m + c * m, m + c * m + upto))
             + [m + 2 * c * m + i * m + j for i in pairs for j in range(m)]
         )
 
