@@ -32,4 +32,7 @@ VARIANTS: list[Variant] = [
     Variant("diagonal_bilstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
     Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3)),
     # (the conditional configuration is checked against the contract with labels and a map in test_gated_pixelcnn.py)
+    Variant("pixelcnn", dict(hidden_channels=6, num_layers=2, head="dmol")),
+    Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=1, num_mixtures=2, dropout=0.0)),
+    Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=0, num_resolutions=2, dropout=0.0, head="categorical")),
 ]
