@@ -5,6 +5,7 @@ from pixelmodels.models import (
     pixelcnn,  # noqa: F401
     pixelcnn_pp,  # noqa: F401
     pixelrnn,  # noqa: F401
+    spn,  # noqa: F401
 )
 from pixelmodels.models.base import AutoregressiveModel
 
