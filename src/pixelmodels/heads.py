@@ -9,6 +9,9 @@ A head owns the ``P`` parameter channels a network emits per pixel, laid out as 
   channels where ``keep`` (B, C) is True keep their value from ``x`` (image completion).
 - ``param_indices(c)``: which parameter channels the distribution of colour ``c`` reads (the causality test
   checks exactly these).
+- ``channel_log_probs(params, x, channel) -> (B, K)``: the log-probabilities of all K values of one channel of
+  one pixel, given that pixel's parameters ``(B, P)`` and (for coupled heads) its earlier channels in ``x``;
+  the codec turns these into integer frequency tables.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ class Head(nn.Module):
     def param_indices(self, channel: int) -> list[int]:
         raise NotImplementedError
 
+    def channel_log_probs(self, params: torch.Tensor, x: torch.Tensor, channel: int) -> torch.Tensor:
+        """Log-probabilities (B, K) of every value of ``channel`` of one pixel, given its parameters (B, P) and
+        the pixel's current values (B, C), of which only the channels before ``channel`` may be read."""
+        raise NotImplementedError
+
 
 class CategoricalHead(Head):
     """A K-way softmax per sub-pixel (PixelRNN paper, section 5.3). Parameters: logits, colour-major (C*K)."""
@@ -84,6 +92,10 @@ class CategoricalHead(Head):
     def param_indices(self, channel: int) -> list[int]:
         k = self.num_levels
         return list(range(channel * k, (channel + 1) * k))
+
+    def channel_log_probs(self, params, x, channel):
+        logits = params.view(params.shape[0], self.num_channels, self.num_levels)[:, channel]  # (B, K)
+        return F.log_softmax(logits.float(), dim=-1)
 
 
 HEADS: dict[str, type[Head]] = {"categorical": CategoricalHead}
