@@ -213,3 +213,71 @@ def test_bad_inputs():
         codec.compress(model, torch.zeros(2, 1, 3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="unconditional"):
         codec.compress(model, torch.zeros(2, 1, 3, 3, dtype=torch.long), cond=torch.zeros(2, dtype=torch.long))
+
+
+# ----- command line (the run directory is stubbed: these test the file handling) -----------------------------
+@pytest.fixture
+def stub_run(monkeypatch):
+    models = {}
+
+    def load_checkpoint(run):
+        if str(run) not in models:
+            raise FileNotFoundError(f"no checkpoint in {run}")
+        return models[str(run)]
+
+    monkeypatch.setattr(pixelmodels, "load_checkpoint", load_checkpoint, raising=False)
+    return models
+
+
+def test_cli_png_round_trip_grey_and_rgb(tmp_path, stub_run, capsys):
+    from PIL import Image
+
+    from pixelmodels.cli import main
+
+    stub_run["grey"] = tiny_pixelcnn((1, 5, 4), 2)
+    stub_run["rgb"] = tiny_pixelcnn((3, 3, 4), 256)
+    grey = (random_images(2, (1, 5, 4), 2).numpy()[:, 0] * 255).astype(np.uint8)  # (2, 5, 4) in {0, 255}
+    for i, img in enumerate(grey):
+        Image.fromarray(img).save(tmp_path / f"g{i}.png")
+    assert main(["compress", "grey", str(tmp_path / "g0.png"), str(tmp_path / "g1.png"), str(tmp_path / "g.pmz")]) == 0
+    assert "bits/dim" in capsys.readouterr().out
+    assert main(["decompress", "grey", str(tmp_path / "g.pmz"), str(tmp_path / "back.png")]) == 0
+    for i in range(2):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"back_{i:04d}.png")), grey[i])
+
+    rgb = random_images(1, (3, 3, 4), 256).numpy()[0].transpose(1, 2, 0).astype(np.uint8)  # (H, W, 3)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    assert main(["compress", "rgb", str(tmp_path / "c.png"), str(tmp_path / "c.pmz")]) == 0
+    assert main(["decompress", "rgb", str(tmp_path / "c.pmz"), str(tmp_path / "c2.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "c2.png")), rgb)
+
+
+def test_cli_npy_round_trip(tmp_path, stub_run):
+    from pixelmodels.cli import main
+
+    stub_run["run"] = tiny_pixelcnn((1, 4, 4), 17)
+    x = random_images(5, (1, 4, 4), 17).numpy().astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["compress", "run", str(tmp_path / "x.npy"), str(tmp_path / "x.pmz"), "--batch-size", "2"]) == 0
+    assert main(["decompress", "run", str(tmp_path / "x.pmz"), str(tmp_path / "y.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "y.npy"), x)
+
+
+def test_cli_errors_leave_outputs_alone(tmp_path, stub_run, capsys):
+    from PIL import Image
+
+    from pixelmodels.cli import main
+
+    stub_run["a"] = tiny_pixelcnn((1, 3, 3), 2)
+    stub_run["b"] = tiny_pixelcnn((1, 3, 3), 2, seed=3)
+    Image.fromarray(np.full((3, 3), 128, np.uint8)).save(tmp_path / "mid.png")  # not on the 2-level grid
+    assert main(["compress", "a", str(tmp_path / "mid.png"), str(tmp_path / "o.pmz")]) == 2
+    assert "not be lossless" in capsys.readouterr().err and not (tmp_path / "o.pmz").exists()
+
+    Image.fromarray(np.full((3, 3), 255, np.uint8)).save(tmp_path / "ok.png")
+    assert main(["compress", "a", str(tmp_path / "ok.png"), str(tmp_path / "o.pmz")]) == 0
+    (tmp_path / "keep.png").write_bytes(b"precious")
+    assert main(["decompress", "b", str(tmp_path / "o.pmz"), str(tmp_path / "keep.png")]) == 2
+    assert "different model" in capsys.readouterr().err
+    assert (tmp_path / "keep.png").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png", "mid.png", "o.pmz", "ok.png"]  # no temps
