@@ -11,9 +11,10 @@ from pixelmodels.codec import CodecError
 from pixelmodels.heads import CategoricalHead
 
 
-def tiny_pixelcnn(shape, levels, seed=0, sharpen=1.0):
+def tiny_pixelcnn(shape, levels, seed=0, sharpen=1.0, **hparams):
     torch.manual_seed(seed)
-    model = pixelmodels.build("pixelcnn", image_shape=shape, num_levels=levels, hidden_channels=6, num_layers=2)
+    hparams = dict(hidden_channels=6, num_layers=2) | hparams
+    model = pixelmodels.build("pixelcnn", image_shape=shape, num_levels=levels, **hparams)
     if sharpen != 1.0:  # very peaked conditionals: exercises the frequency floor
         with torch.no_grad():
             model.output[-1].weight.mul_(sharpen)
@@ -78,11 +79,11 @@ def test_round_trip_digits_test_set():
     """Every image of a small real test set (8x8 digits, 17 levels) decodes exactly, after brief training."""
     datasets = pytest.importorskip("sklearn.datasets")
     x = torch.from_numpy(datasets.load_digits().images.astype(np.int64))[:, None]  # (1797, 1, 8, 8), 0..16
-    train, test = x[:256], x[-24:]
+    train, test = x[:256], x[-16:]
     model = tiny_pixelcnn((1, 8, 8), 17)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for i in range(30):
-        loss = -model.log_prob(train[i % 8 * 32 : (i % 8 + 1) * 32]).mean()
+    for i in range(12):
+        loss = -model.log_prob(train[i * 16 : (i + 1) * 16]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -91,6 +92,32 @@ def test_round_trip_digits_test_set():
     model_bits = -model.log_prob(test).sum().item() / math.log(2)
     payload_bits = 32 * codec.read_header(data).payload_words
     assert model_bits <= payload_bits < 1.01 * model_bits + 64  # the coder's overhead is tiny
+
+
+@pytest.mark.parametrize("shape,first", [((1, 10, 11), 7), ((3, 6, 7), 3)])
+def test_window_params_match_the_full_network(shape, first):
+    """The declared receptive radius is enough: windowed parameters equal a full pass at every step; one
+    pixel less is not (so this test can fail)."""
+    model = tiny_pixelcnn(shape, 5, first_kernel_size=first).eval()
+    x = random_images(3, shape, 5)
+    with torch.no_grad():
+        full = model.network(model.scale_input(x))  # (B, P, H, W)
+        r = model.receptive_radius
+        assert r < shape[1] - 1  # the windows really are smaller than the image here
+        errors = {}
+        for radius in (r, r - 1):
+            steps = codec._conditionals(model, x.clone(), None, codec.WINDOW, radius)
+            errors[radius] = max((p - full[:, :, s.h, s.w]).abs().max().item() for s, p in steps)
+    assert errors[r] < 1e-6 < 1e-5 < errors[r - 1]
+
+
+@pytest.mark.parametrize("window", [True, False])
+def test_both_network_methods_round_trip(window):
+    model = tiny_pixelcnn((1, 9, 9), 4)
+    x = random_images(3, (1, 9, 9), 4)
+    data = codec.compress(model, x, window=window)
+    assert codec.read_header(data).method == (codec.WINDOW if window else codec.WHOLE)
+    assert torch.equal(codec.decompress(model, data), x)
 
 
 def test_single_image_and_numpy_input():
@@ -198,7 +225,7 @@ def test_wrong_magic_and_version(packed):
 def test_decoding_mismatch_is_reported_not_returned(packed):
     """If the decoder's floats differed from the encoder's, the image checksum stops a wrong result."""
     model, _, data = packed
-    bad = _rewrite_header(data, 68, "<I", codec.read_header(data).image_crc ^ 1)
+    bad = _rewrite_header(data, 52, "<I", codec.read_header(data).image_crc ^ 1)
     with pytest.raises(CodecError, match="checksum"):
         codec.decompress(model, bad)
 

@@ -29,23 +29,28 @@ File format (version 1), little-endian::
     0       4     magic b"PXMZ"
     4       2     format version (1)
     6       2     flags (bit 0: class labels stored)
-    8       32    model fingerprint (SHA-256 of config JSON + state_dict tensors)
-    40      12    C, H, W (uint32 each)
-    52      4     num_levels K
-    56      4     count N (images)
-    60      4     batch size the images were coded with
-    64      1     precision of the frequency tables in bits
-    65      3     reserved, zero
-    68      4     CRC-32 of the images (uint16 values, N C H W order)
-    72      4     payload length in 32-bit words
-    76      4     CRC-32 of the payload
-    80      4N    class labels (uint32), only if flag bit 0
+    8       16    model fingerprint (first 128 bits of SHA-256 of config JSON + state_dict tensors)
+    24      12    C, H, W (uint32 each)
+    36      4     num_levels K
+    40      4     count N (images)
+    44      4     batch size the images were coded with
+    48      1     precision of the frequency tables in bits
+    49      1     how the network was evaluated per step: 0 whole canvas, 1 window (see below)
+    50      2     window radius r (method 1)
+    52      4     CRC-32 of the images (uint16 values, N C H W order)
+    56      4     payload length in 32-bit words
+    60      4     CRC-32 of the payload
+    64      4N    class labels (uint32), only if flag bit 0
     ...     4     CRC-32 of every header byte above
     ...           payload: the range coder's 32-bit words; symbols in chunk order, then step order, then image
 
-Speed: the naive walk recomputes the whole network for every step (``C*H*W`` forwards per batch, or ``H*W`` for
-heads that code a pixel's channels jointly). ``_conditionals`` is the one place a cached, incremental stepper
-can plug in later: it yields each step's parameters and reads the canvas the caller has filled in.
+Speed: the naive walk (method 0) recomputes the whole network on the whole canvas for every step (``C*H*W``
+forwards per batch, or ``H*W`` for heads that code a pixel's channels jointly). A model whose parameters at
+``(h, w)`` provably read only inputs in rows ``h-r .. h`` and columns ``w-r .. w+r`` (a stack of zero-padded,
+stride-1 masked convolutions: ``model.receptive_radius = r``) is evaluated on that window only (method 1): the same
+numbers up to float rounding, (r+1)(2r+1) pixels instead of H*W. Encoder and decoder both use the method and
+radius written in the header. ``_conditionals`` is the one place a cached, incremental stepper can plug in later
+(as a new method number): it yields each step's parameters and reads the canvas the caller has filled in.
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ MAGIC = b"PXMZ"
 VERSION = 1
 PRECISION = 24  # bits of the integer frequency tables (constriction's range coder models use 24 bits)
 FLAG_LABELS = 1
-_FIXED = struct.Struct("<4sHH32s3IIII B3x III")  # the fixed part of the header, 80 bytes
+WHOLE, WINDOW = 0, 1  # how the network is evaluated at each step (header byte 49)
+_FIXED = struct.Struct("<4sHH16s3IIII BBH III")  # the fixed part of the header, 64 bytes
 _CRC = struct.Struct("<I")
 
 
@@ -94,6 +100,8 @@ class Header:
     payload_crc: int
     labels: tuple[int, ...] | None
     size: int  # header length in bytes
+    method: int = WHOLE
+    radius: int = 0
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -105,7 +113,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         t = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
 def quantize(log_probs: torch.Tensor, precision: int = PRECISION) -> np.ndarray:
@@ -132,6 +140,7 @@ def compress(
     images: torch.Tensor | np.ndarray,
     cond: torch.Tensor | np.ndarray | None = None,
     batch_size: int = 64,
+    window: bool = True,
     progress: bool = False,
 ) -> bytes:
     """Losslessly compress integer images (N, C, H, W) (or one (C, H, W)) with ``model``; returns the file bytes.
@@ -141,6 +150,8 @@ def compress(
         images: integers in [0, model.num_levels).
         cond: class labels (N,) for class-conditional models; stored in the file.
         batch_size: images coded together (one network call per step covers the batch); stored in the file.
+        window: evaluate the network on a window around each step when the model declares a
+            ``receptive_radius`` (much faster, same probabilities up to float rounding); False: whole canvas.
         progress: show a progress bar over the steps.
     """
     x = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images)
@@ -158,6 +169,10 @@ def compress(
     labels = None
     if cond is not None:
         labels = model.check_cond(torch.as_tensor(np.asarray(cond)), n).cpu()
+    radius = getattr(model, "receptive_radius", None) if window else None
+    method, radius = (WHOLE, 0) if radius is None else (WINDOW, int(radius))
+    if not 0 <= radius < 2**16:
+        raise ValueError(f"receptive_radius must be in [0, 65535], got {radius}")
     device = _device(model)
     encoder = constriction.stream.queue.RangeEncoder()
     family = constriction.stream.model.Categorical(perfect=False)
@@ -171,7 +186,7 @@ def compress(
                 encoder.encode(values, family, freqs.astype(np.float64))
                 return values
 
-            _walk(model, len(chunk), chunk_cond, device, encode, progress)
+            _walk(model, len(chunk), chunk_cond, device, encode, method, radius, progress)
     payload = encoder.get_compressed().astype("<u4").tobytes()
     flags = 0 if labels is None else FLAG_LABELS
     head = _FIXED.pack(
@@ -184,6 +199,8 @@ def compress(
         n,
         batch_size,
         PRECISION,
+        method,
+        radius,
         _image_crc(x),
         len(payload) // 4,
         zlib.crc32(payload),
@@ -230,7 +247,7 @@ def decompress(model, data: bytes, progress: bool = False) -> torch.Tensor:
                 except Exception as err:  # constriction raises on a stream that cannot be decoded
                     raise CodecError(f"the payload could not be decoded ({err})") from err
 
-            out.append(_walk(model, b, chunk_cond, device, decode, progress).cpu())
+            out.append(_walk(model, b, chunk_cond, device, decode, header.method, header.radius, progress).cpu())
     images = torch.cat(out)
     if _image_crc(images) != header.image_crc:
         raise CodecError(
@@ -249,7 +266,7 @@ def read_header(data: bytes) -> Header:
     if len(data) < _FIXED.size + _CRC.size:
         raise CodecError(f"truncated file: {len(data)} bytes is shorter than the header")
     fields = _FIXED.unpack_from(data)
-    _, version, flags, fp, c, h, w, levels, count, batch, precision, image_crc, words, payload_crc = fields
+    _, version, flags, fp, c, h, w, levels, count, batch, precision, method, radius, image_crc, words, crc = fields
     if version != VERSION:
         raise CodecError(f"unsupported format version {version} (this pixelmodels reads version {VERSION})")
     size = _FIXED.size + (4 * count if flags & FLAG_LABELS else 0) + _CRC.size
@@ -261,8 +278,23 @@ def read_header(data: bytes) -> Header:
     labels = None
     if flags & FLAG_LABELS:
         labels = tuple(int(v) for v in np.frombuffer(data, dtype="<u4", count=count, offset=_FIXED.size))
+    if method not in (WHOLE, WINDOW) or precision != PRECISION or batch < 1:
+        raise CodecError(f"unsupported coding parameters (method {method}, precision {precision}, batch {batch})")
     return Header(
-        version, fp.hex(), (c, h, w), levels, count, batch, precision, image_crc, words, payload_crc, labels, size
+        version,
+        fp.hex(),
+        (c, h, w),
+        levels,
+        count,
+        batch,
+        precision,
+        image_crc,
+        words,
+        crc,
+        labels,
+        size,
+        method,
+        radius,
     )
 
 
@@ -273,12 +305,14 @@ def _walk(
     cond: torch.Tensor | None,
     device: torch.device,
     code: Callable[[np.ndarray, int, Step], np.ndarray],
+    method: int,
+    radius: int,
     progress: bool,
 ) -> torch.Tensor:
     """Fill a zero canvas (n, C, H, W) step by step; ``code(freqs (n, K), channel, step)`` returns the values
     (encoder: the true ones, after coding them; decoder: the decoded ones). Both sides run exactly this."""
     canvas = torch.zeros(n, *model.image_shape, dtype=torch.long, device=device)  # (n, C, H, W)
-    steps = _conditionals(model, canvas, cond)
+    steps = _conditionals(model, canvas, cond, method, radius)
     for step, params in tqdm(steps, total=len(model.order()), disable=not progress, desc="coding", leave=False):
         for c in step.channels:
             log_probs = model.head.channel_log_probs(params, canvas[:, :, step.h, step.w], c)  # (n, K)
@@ -287,11 +321,21 @@ def _walk(
     return canvas
 
 
-def _conditionals(model, canvas: torch.Tensor, cond: torch.Tensor | None) -> Iterator[tuple[Step, torch.Tensor]]:
+def _conditionals(
+    model, canvas: torch.Tensor, cond: torch.Tensor | None, method: int = WHOLE, radius: int = 0
+) -> Iterator[tuple[Step, torch.Tensor]]:
     """Yield ``(step, params (n, P))`` in the model's order. Before asking for the next step the caller writes
-    this step's values into ``canvas``. The naive version reruns the network on the whole canvas each step."""
+    this step's values into ``canvas``. WHOLE reruns the network on the whole canvas each step; WINDOW on rows
+    h-r .. h and columns w-r .. w+r only (clipped to the image, whose borders then pad exactly as in a full pass)."""
+    width = canvas.shape[3]
     for step in model.order():
-        params = model.network(model.scale_input(canvas), cond)[:, :, step.h, step.w]  # (n, P)
+        h, w = step.h, step.w
+        if method == WINDOW:
+            top, left = max(0, h - radius), max(0, w - radius)
+            window = canvas[:, :, top : h + 1, left : min(width, w + radius + 1)]  # (n, C, <=r+1, <=2r+1)
+            params = model.network(model.scale_input(window), cond)[:, :, h - top, w - left]  # (n, P)
+        else:
+            params = model.network(model.scale_input(canvas), cond)[:, :, h, w]  # (n, P)
         yield step, params.float()
 
 
