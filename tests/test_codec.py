@@ -127,11 +127,12 @@ def test_single_image_and_numpy_input():
     assert out.shape == (1, 1, 3, 3) and np.array_equal(out[0].numpy(), x)
 
 
-def test_training_mode_is_restored():
+def test_training_mode_and_threads_are_restored():
     model = tiny_pixelcnn((1, 3, 3), 2)
     model.train()
+    threads = torch.get_num_threads()
     codec.compress(model, random_images(2, (1, 3, 3), 2))
-    assert model.training
+    assert model.training and torch.get_num_threads() == threads
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])

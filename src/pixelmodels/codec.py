@@ -15,12 +15,13 @@ Keeping float non-determinism out. Both sides must build bit-identical frequency
 - the encoder does not take the parameters from one forward pass over the true images (mathematically equal,
   but not bit-equal); it calls the network on exactly the canvases the decoder will see (zeros, filled in step
   by step), with the same batch grouping (the batch size is stored in the header), in eval mode (no dropout),
-  under ``torch.no_grad`` with cuDNN autotuning off and deterministic kernels on;
+  under ``torch.no_grad`` with cuDNN autotuning off and deterministic kernels on, and on CPU with one intra-op
+  thread (so the thread count of the machine does not change the sums);
 - the log-probabilities are quantized in float64 numpy to integer frequencies summing to ``2**PRECISION`` with a
   floor of 1 (no value is ever impossible), and the coder only sees those integer tables;
 - the header carries a fingerprint of the model (SHA-256 of its config and every weight), so a different model is
   refused before decoding, and a CRC-32 of the images, checked after decoding: if the decoding machine computes
-  different floats than the encoding one (another device, CPU kind, thread count or torch version), the
+  different floats than the encoding one (another device, CPU kind or torch version), the
   mismatch is reported as an error instead of returning a wrong image.
 
 File format (version 1), little-endian::
@@ -252,7 +253,7 @@ def decompress(model, data: bytes, progress: bool = False) -> torch.Tensor:
     if _image_crc(images) != header.image_crc:
         raise CodecError(
             "the decoded images fail their checksum: this machine computes different model probabilities than "
-            "the one that compressed the file (device, CPU kind, thread count or torch version); decode where it "
+            "the one that compressed the file (device, CPU kind or torch version); decode where it "
             "was encoded"
         )
     return images
@@ -341,15 +342,21 @@ def _conditionals(
 
 @contextmanager
 def _deterministic(model):
-    """Eval mode (no dropout), no autograd, no cuDNN autotuning, deterministic cuDNN kernels; restored after."""
+    """Eval mode (no dropout), no autograd, no cuDNN autotuning, deterministic cuDNN kernels, and on CPU one
+    intra-op thread (a kernel's float result may depend on how its work is split among threads, and the
+    per-step calls are small); everything is restored after."""
     was_training = model.training
     saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    threads = torch.get_num_threads()
     model.eval()
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    if _device(model).type == "cpu":
+        torch.set_num_threads(1)
     try:
         with torch.no_grad():
             yield
     finally:
+        torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
         model.train(was_training)
 
