@@ -11,6 +11,15 @@ from pixelmodels.codec import CodecError
 from pixelmodels.heads import CategoricalHead
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is faster, and much faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_pixelcnn(shape, levels, seed=0, sharpen=1.0, **hparams):
     torch.manual_seed(seed)
     hparams = dict(hidden_channels=6, num_layers=2) | hparams
@@ -248,7 +257,7 @@ def test_bad_inputs():
 def stub_run(monkeypatch):
     models = {}
 
-    def load_checkpoint(run):
+    def load_checkpoint(run, device="cpu"):
         if str(run) not in models:
             raise FileNotFoundError(f"no checkpoint in {run}")
         return models[str(run)]
@@ -309,3 +318,27 @@ def test_cli_errors_leave_outputs_alone(tmp_path, stub_run, capsys):
     assert "different model" in capsys.readouterr().err
     assert (tmp_path / "keep.png").read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png", "mid.png", "o.pmz", "ok.png"]  # no temps
+
+
+def test_cli_with_a_trained_run(tmp_path):
+    """End to end: a run trained for a few steps on digits (17 levels), its test images as PNG files."""
+    from PIL import Image
+
+    from pixelmodels.cli import main
+    from pixelmodels.data import load_dataset
+    from pixelmodels.training import apply_overrides, get_preset, train
+
+    overrides = ["model.hidden_channels=4", "model.num_layers=1", "model.first_kernel_size=3"]
+    overrides += ["data.batch_size=8", "data.max_train_images=16", "data.max_eval_images=8", "train.steps=2"]
+    overrides += ["train.eval_every=2", "train.sample_every=0", "train.num_threads=1", "train.log_every=1"]
+    run = train(apply_overrides(get_preset("quickstart"), overrides), tmp_path / "run")
+    images = load_dataset("digits", "test").images[:3].long()  # (3, 1, 8, 8) in [0, 17)
+    paths = []
+    for i, img in enumerate(images.numpy()):
+        paths.append(str(tmp_path / f"d{i}.png"))
+        Image.fromarray(codec.pixels_from_levels(img[0], 17)).save(paths[-1])
+    assert main(["compress", str(run), *paths, str(tmp_path / "d.pmz")]) == 0
+    assert main(["decompress", str(run), str(tmp_path / "d.pmz"), str(tmp_path / "r.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "r.npy"), images.numpy())
+    header = codec.read_header((tmp_path / "d.pmz").read_bytes())
+    assert header.fingerprint == codec.model_fingerprint(pixelmodels.load_checkpoint(run))
