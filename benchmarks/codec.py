@@ -153,7 +153,7 @@ def measure(name: str, model, test: torch.Tensor, batch_size: int, whole_images:
     if whole_images and header.method == codec.WINDOW:  # the whole-canvas walk, for the speed ratio
         few = test[:whole_images]
         start = time.perf_counter()
-        slow = codec.compress(model, few, batch_size=batch_size, window=False)
+        slow = codec.compress(model, few, batch_size=batch_size, method="whole")
         whole_s = time.perf_counter() - start
         start = time.perf_counter()
         fast = codec.compress(model, few, batch_size=batch_size)

@@ -7,9 +7,10 @@ import torch
 
 import pixelmodels
 from model_variants import VARIANTS
-from pixelmodels import codec
+from pixelmodels import codec, sampling
 from pixelmodels.codec import CodecError
 from pixelmodels.heads import CategoricalHead
+from pixelmodels.models.pixelcnn import PixelCNN
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -121,13 +122,55 @@ def test_window_params_match_the_full_network(shape, first):
     assert errors[r] < 1e-6 < 1e-5 < errors[r - 1]
 
 
-@pytest.mark.parametrize("window", [True, False])
-def test_both_network_methods_round_trip(window):
+@pytest.mark.parametrize("method,code", [("auto", codec.WINDOW), ("window", codec.WINDOW), ("whole", codec.WHOLE)])
+def test_network_methods_round_trip(method, code):
     model = tiny_pixelcnn((1, 9, 9), 4)
     x = random_images(3, (1, 9, 9), 4)
-    data = codec.compress(model, x, window=window)
-    assert codec.read_header(data).method == (codec.WINDOW if window else codec.WHOLE)
+    data = codec.compress(model, x, method=method)
+    assert codec.read_header(data).method == code
     assert torch.equal(codec.decompress(model, data), x)
+
+
+class SamplerDriven(PixelCNN):
+    """A 'fast' sampler that draws every step through model.head.sample, as the cached samplers do."""
+
+    def fast_sample(self, n, cond, known, known_mask, temperature=1.0, generator=None, progress=False):
+        return sampling.naive_sample(self, n, cond, known, known_mask, temperature, generator, progress)
+
+
+class HeadBypassing(PixelCNN):
+    """A fast sampler that does not go through model.head: the codec must not use it."""
+
+    def fast_sample(self, n, cond, known, known_mask, temperature=1.0, generator=None, progress=False):
+        return torch.zeros(n, *self.image_shape, dtype=torch.long)
+
+
+def test_fast_sampler_drives_the_codec():
+    torch.manual_seed(0)
+    model = SamplerDriven((1, 6, 5), 4, hidden_channels=6, num_layers=2)
+    x = random_images(5, (1, 6, 5), 4)
+    data = codec.compress(model, x, batch_size=2)
+    assert codec.read_header(data).method == codec.FAST
+    assert torch.equal(codec.decompress(model, data), x)
+    model_bits = -model.log_prob(x).sum().item() / math.log(2)
+    assert model_bits - 1 < 32 * codec.read_header(data).payload_words < 1.01 * model_bits + 64
+    plain = pixelmodels.build(**model.config)  # same fingerprint, no fast sampler
+    plain.load_state_dict(model.state_dict())
+    with pytest.raises(CodecError, match="fast sampler"):
+        codec.decompress(plain, data)
+
+
+def test_a_fast_sampler_that_bypasses_the_head_is_not_used():
+    torch.manual_seed(0)
+    model = HeadBypassing((1, 4, 4), 2, hidden_channels=6, num_layers=2)
+    x = random_images(3, (1, 4, 4), 2)
+    data = codec.compress(model, x)
+    assert codec.read_header(data).method == codec.WINDOW
+    assert torch.equal(codec.decompress(model, data), x)
+    with pytest.raises(ValueError, match="cannot drive the codec"):
+        codec.compress(model, x, method="fast")
+    with pytest.raises(ValueError, match="method must be"):
+        codec.compress(model, x, method="quick")
 
 
 def test_single_image_and_numpy_input():

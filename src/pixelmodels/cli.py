@@ -40,7 +40,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     model = _load_run(args.run, args.device)
     images = codec.read_image_files(args.inputs, model.image_shape, model.num_levels)
     cond = None if args.label is None else [args.label] * len(images)
-    data = codec.compress(model, images, cond=cond, batch_size=args.batch_size, progress=args.progress)
+    data = codec.compress(
+        model, images, cond=cond, batch_size=args.batch_size, method=args.method, progress=args.progress
+    )
     out = Path(args.output)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
@@ -118,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT", help="compressed file to write (e.g. images.pmz)")
     p.add_argument("--batch-size", type=int, default=64, help="images coded together (default 64)")
     p.add_argument("--label", type=int, default=None, help="class label of the images (class-conditional models)")
+    p.add_argument(
+        "--method",
+        choices=["auto", "fast", "window", "whole"],
+        default="auto",
+        help="how the network runs per step: the cached fast sampler, a window around the pixel, or the whole "
+        "image (auto: the fastest the model supports); stored in the file",
+    )
     p.add_argument("--device", default="cpu", help="device to run the model on; decompress on the same kind")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=cmd_compress)

@@ -36,7 +36,7 @@ File format (version 1), little-endian::
     40      4     count N (images)
     44      4     batch size the images were coded with
     48      1     precision of the frequency tables in bits
-    49      1     how the network was evaluated per step: 0 whole canvas, 1 window (see below)
+    49      1     how the network was evaluated per step: 0 whole canvas, 1 window, 2 fast sampler (see below)
     50      2     window radius r (method 1)
     52      4     CRC-32 of the images (uint16 values, N C H W order)
     56      4     payload length in 32-bit words
@@ -50,8 +50,10 @@ forwards per batch, or ``H*W`` for heads that code a pixel's channels jointly). 
 ``(h, w)`` provably read only inputs in rows ``h-r .. h`` and columns ``w-r .. w+r`` (a stack of zero-padded,
 stride-1 masked convolutions: ``model.receptive_radius = r``) is evaluated on that window only (method 1): the same
 numbers up to float rounding, (r+1)(2r+1) pixels instead of H*W. Encoder and decoder both use the method and
-radius written in the header. ``_conditionals`` is the one place a cached, incremental stepper can plug in later
-(as a new method number): it yields each step's parameters and reads the canvas the caller has filled in.
+radius written in the header. A model with a cached ``fast_sample`` (method 2) is driven through it: the codec
+swaps ``model.head`` for a coding head whose ``sample`` codes the value of each step instead of drawing it, so the
+sampler's caches do the work (checked: every step of ``model.order()`` must pass through ``model.head.sample``
+and the sampler must return exactly the coded values; a sampler that does not is not used).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import constriction
 import numpy as np
@@ -78,13 +81,18 @@ MAGIC = b"PXMZ"
 VERSION = 1
 PRECISION = 24  # bits of the integer frequency tables (constriction's range coder models use 24 bits)
 FLAG_LABELS = 1
-WHOLE, WINDOW = 0, 1  # how the network is evaluated at each step (header byte 49)
+WHOLE, WINDOW, FAST = 0, 1, 2  # how the network is evaluated at each step (header byte 49)
+Method = Literal["auto", "fast", "window", "whole"]
 _FIXED = struct.Struct("<4sHH16s3IIII BBH III")  # the fixed part of the header, 64 bytes
 _CRC = struct.Struct("<I")
 
 
 class CodecError(ValueError):
     """A compressed file cannot be decoded: wrong model, truncated, corrupted, or not a pixelmodels file."""
+
+
+class _FastPathUnusable(CodecError):
+    """The model's fast sampler did not route every step through ``model.head.sample`` in ``model.order()``."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,7 @@ def compress(
     images: torch.Tensor | np.ndarray,
     cond: torch.Tensor | np.ndarray | None = None,
     batch_size: int = 64,
-    window: bool = True,
+    method: Method = "auto",
     progress: bool = False,
 ) -> bytes:
     """Losslessly compress integer images (N, C, H, W) (or one (C, H, W)) with ``model``; returns the file bytes.
@@ -151,8 +159,10 @@ def compress(
         images: integers in [0, model.num_levels).
         cond: class labels (N,) for class-conditional models; stored in the file.
         batch_size: images coded together (one network call per step covers the batch); stored in the file.
-        window: evaluate the network on a window around each step when the model declares a
-            ``receptive_radius`` (much faster, same probabilities up to float rounding); False: whole canvas.
+        method: how the network is evaluated at each step (stored in the file; the decoder does the same):
+            "fast": through the model's cached ``fast_sample``; "window": on a window around the step, for models
+            that declare a ``receptive_radius``; "whole": the whole network on the whole canvas; "auto": the first
+            of these the model supports.
         progress: show a progress bar over the steps.
     """
     x = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images)
@@ -170,25 +180,30 @@ def compress(
     labels = None
     if cond is not None:
         labels = model.check_cond(torch.as_tensor(np.asarray(cond)), n).cpu()
-    radius = getattr(model, "receptive_radius", None) if window else None
-    method, radius = (WHOLE, 0) if radius is None else (WINDOW, int(radius))
-    if not 0 <= radius < 2**16:
+    radius = getattr(model, "receptive_radius", None)
+    if radius is not None and not 0 <= int(radius) < 2**16:
         raise ValueError(f"receptive_radius must be in [0, 65535], got {radius}")
-    device = _device(model)
-    encoder = constriction.stream.queue.RangeEncoder()
-    family = constriction.stream.model.Categorical(perfect=False)
-    with _deterministic(model):
-        for start in range(0, n, batch_size):
-            chunk = x[start : start + batch_size].numpy().astype(np.int32)  # (b, C, H, W)
-            chunk_cond = None if labels is None else labels[start : start + batch_size].to(device)
-
-            def encode(freqs: np.ndarray, c: int, step: Step, chunk=chunk) -> np.ndarray:
-                values = np.ascontiguousarray(chunk[:, c, step.h, step.w])  # (b,)
-                encoder.encode(values, family, freqs.astype(np.float64))
-                return values
-
-            _walk(model, len(chunk), chunk_cond, device, encode, method, radius, progress)
-    payload = encoder.get_compressed().astype("<u4").tobytes()
+    candidates = {
+        "auto": [FAST] * model.supports_fast_sampling + [WINDOW] * (radius is not None) + [WHOLE],
+        "fast": [FAST],
+        "window": [WINDOW],
+        "whole": [WHOLE],
+    }.get(method)
+    if candidates is None:
+        raise ValueError(f"method must be 'auto', 'fast', 'window' or 'whole', got {method!r}")
+    if method == "fast" and not model.supports_fast_sampling:
+        raise ValueError(f"model {model.model_name!r} has no fast sampler; use method='auto'")
+    if method == "window" and radius is None:
+        raise ValueError(f"model {model.model_name!r} declares no receptive_radius; use method='auto'")
+    for code in candidates:
+        r = int(radius) if code == WINDOW else 0
+        try:
+            payload = _encode(model, x, labels, batch_size, code, r, progress)
+            break
+        except _FastPathUnusable as err:  # a fast sampler that does not draw every step through model.head
+            if method == "fast":
+                raise ValueError(f"the fast sampler of {model.model_name!r} cannot drive the codec: {err}") from err
+            log.info("not using the fast sampler of %s for coding: %s", model.model_name, err)
     flags = 0 if labels is None else FLAG_LABELS
     head = _FIXED.pack(
         MAGIC,
@@ -200,8 +215,8 @@ def compress(
         n,
         batch_size,
         PRECISION,
-        method,
-        radius,
+        code,
+        r,
         _image_crc(x),
         len(payload) // 4,
         zlib.crc32(payload),
@@ -211,6 +226,26 @@ def compress(
     head += _CRC.pack(zlib.crc32(head))
     log.info("compressed %d images into %d bytes", n, len(head) + len(payload))
     return head + payload
+
+
+def _encode(model, x, labels, batch_size: int, method: int, radius: int, progress: bool) -> bytes:
+    device = _device(model)
+    encoder = constriction.stream.queue.RangeEncoder()
+    family = constriction.stream.model.Categorical(perfect=False)
+    with _deterministic(model):
+        for start in range(0, len(x), batch_size):
+            chunk = x[start : start + batch_size].numpy().astype(np.int32)  # (b, C, H, W)
+            chunk_cond = None if labels is None else labels[start : start + batch_size].to(device)
+
+            def encode(freqs: np.ndarray, c: int, step: Step, chunk=chunk) -> np.ndarray:
+                values = np.ascontiguousarray(chunk[:, c, step.h, step.w])  # (b,)
+                encoder.encode(values, family, freqs.astype(np.float64))
+                return values
+
+            coded = _walk(model, len(chunk), chunk_cond, device, encode, method, radius, progress)
+            if not np.array_equal(coded.cpu().numpy(), chunk):
+                raise _FastPathUnusable("its images differ from the values the codec chose")
+    return encoder.get_compressed().astype("<u4").tobytes()
 
 
 def decompress(model, data: bytes, progress: bool = False) -> torch.Tensor:
@@ -231,6 +266,8 @@ def decompress(model, data: bytes, progress: bool = False) -> torch.Tensor:
             f"the file was compressed with a different model (fingerprint {header.fingerprint[:16]}..., "
             f"this model {fingerprint[:16]}...): decompress with the exact model (same weights) used to compress"
         )
+    if header.method == FAST and not model.supports_fast_sampling:
+        raise CodecError("the file was coded through the model's fast sampler, which this model does not have")
     payload = _payload(data, header)
     device = _device(model)
     family = constriction.stream.model.Categorical(perfect=False)
@@ -279,7 +316,7 @@ def read_header(data: bytes) -> Header:
     labels = None
     if flags & FLAG_LABELS:
         labels = tuple(int(v) for v in np.frombuffer(data, dtype="<u4", count=count, offset=_FIXED.size))
-    if method not in (WHOLE, WINDOW) or precision != PRECISION or batch < 1:
+    if method not in (WHOLE, WINDOW, FAST) or precision != PRECISION or batch < 1:
         raise CodecError(f"unsupported coding parameters (method {method}, precision {precision}, batch {batch})")
     return Header(
         version,
@@ -312,6 +349,8 @@ def _walk(
 ) -> torch.Tensor:
     """Fill a zero canvas (n, C, H, W) step by step; ``code(freqs (n, K), channel, step)`` returns the values
     (encoder: the true ones, after coding them; decoder: the decoded ones). Both sides run exactly this."""
+    if method == FAST:
+        return _walk_fast(model, n, cond, device, code, progress)
     canvas = torch.zeros(n, *model.image_shape, dtype=torch.long, device=device)  # (n, C, H, W)
     steps = _conditionals(model, canvas, cond, method, radius)
     for step, params in tqdm(steps, total=len(model.order()), disable=not progress, desc="coding", leave=False):
@@ -338,6 +377,48 @@ def _conditionals(
         else:
             params = model.network(model.scale_input(canvas), cond)[:, :, h, w]  # (n, P)
         yield step, params.float()
+
+
+class _CodingHead(torch.nn.Module):
+    """Stands in for ``model.head`` while the model's fast sampler runs: instead of drawing a value it codes
+    one (encoder: the true value; decoder: the decoded one), with the real head's probabilities."""
+
+    def __init__(self, head, order: list[Step], code: Callable[[np.ndarray, int, Step], np.ndarray]):
+        super().__init__()
+        self.inner, self.steps, self.code, self.calls = head, order, code, 0
+        self.num_params, self.joint_channels = head.num_params, head.joint_channels
+        self.num_channels, self.num_levels = head.num_channels, head.num_levels
+
+    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None):
+        if self.calls >= len(self.steps) or tuple(channels) != tuple(self.steps[self.calls].channels):
+            raise _FastPathUnusable(f"call {self.calls} does not match step {self.calls} of model.order()")
+        step, out = self.steps[self.calls], x.clone()  # (n, C)
+        for c in channels:
+            log_probs = self.inner.channel_log_probs(params.float(), out, c)  # (n, K)
+            out[:, c] = torch.from_numpy(self.code(quantize(log_probs), c, step).astype(np.int64)).to(out.device)
+        self.calls += 1
+        return out
+
+    def param_indices(self, channel: int) -> list[int]:
+        return self.inner.param_indices(channel)
+
+    def channel_log_probs(self, params, x, channel):
+        return self.inner.channel_log_probs(params, x, channel)
+
+
+def _walk_fast(model, n, cond, device, code, progress) -> torch.Tensor:
+    """The walk through the model's cached ``fast_sample``, with ``model.head`` swapped for a coding head."""
+    real_head = model.head
+    coding = _CodingHead(real_head, model.order(), code)
+    model.head = coding
+    try:
+        generator = torch.Generator(device=device).manual_seed(0)  # unused when every draw is coded
+        images = model.fast_sample(n, cond, None, None, generator=generator, progress=progress)
+    finally:
+        model.head = real_head
+    if coding.calls != len(coding.steps):
+        raise _FastPathUnusable(f"it drew {coding.calls} of {len(coding.steps)} steps through model.head")
+    return images
 
 
 @contextmanager
