@@ -150,21 +150,8 @@ def measure(name: str, model, test: torch.Tensor, batch_size: int, whole_images:
         "window_radius": header.radius,
         "batch_size": batch_size,
     }
-    if whole_images and header.method == codec.WINDOW:  # the whole-canvas walk, for the speed ratio
-        few = test[:whole_images]
-        start = time.perf_counter()
-        slow = codec.compress(model, few, batch_size=batch_size, method="whole")
-        whole_s = time.perf_counter() - start
-        start = time.perf_counter()
-        fast = codec.compress(model, few, batch_size=batch_size)
-        window_s = time.perf_counter() - start
-        assert torch.equal(codec.decompress(model, slow), few) and torch.equal(codec.decompress(model, fast), few)
-        result["whole_vs_window"] = {
-            "images": whole_images,
-            "whole_encode_images_per_s": whole_images / whole_s,
-            "window_encode_images_per_s": whole_images / window_s,
-            "speedup": whole_s / window_s,
-        }
+    if whole_images:  # every network method the model supports, on a few images, for the speed ratios
+        result["methods"] = method_speeds(model, test[:whole_images], batch_size)
     print(
         f"{name}: model {result['model_bpd']:.4f} bpd, file {result['file_bpd']:.4f} (payload "
         f"{result['payload_bpd']:.4f}, +{result['payload_overhead_pct']:.3f}%), PNG {result['png_per_image_bpd']:.3f}"
@@ -173,6 +160,24 @@ def measure(name: str, model, test: torch.Tensor, batch_size: int, whole_images:
         flush=True,
     )
     return result
+
+
+def method_speeds(model, images: torch.Tensor, batch_size: int) -> dict:
+    """Encode images/s with each network method the model supports (each checked to decode exactly)."""
+    methods = ["whole"] + ["window"] * hasattr(model, "receptive_radius") + ["fast"] * model.supports_fast_sampling
+    speeds = {}
+    for method in methods:
+        start = time.perf_counter()
+        data = codec.compress(model, images, batch_size=batch_size, method=method)
+        seconds = time.perf_counter() - start
+        if not torch.equal(codec.decompress(model, data), images):
+            raise SystemExit(f"method {method}: round trip is not exact")
+        speeds[method] = {"encode_images_per_s": len(images) / seconds, "bpd": 8 * len(data) / images.numel()}
+    for method in speeds:
+        speeds[method]["speedup_over_whole"] = (
+            speeds[method]["encode_images_per_s"] / speeds["whole"]["encode_images_per_s"]
+        )
+    return {"images": len(images), **speeds}
 
 
 def plot(results: dict):
