@@ -98,7 +98,7 @@ class _FastPathUnusable(CodecError):
 @dataclass(frozen=True)
 class Header:
     version: int
-    fingerprint: str  # hex SHA-256
+    fingerprint: str  # hex, first 128 bits of SHA-256
     image_shape: tuple[int, int, int]
     num_levels: int
     count: int
@@ -114,7 +114,8 @@ class Header:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 (hex) of the model's config and every tensor of its state_dict (names, dtypes, shapes, bytes)."""
+    """SHA-256 of the model's config and every tensor of its state_dict (names, dtypes, shapes, bytes); the first
+    128 bits, as hex."""
     digest = hashlib.sha256()
     config = getattr(model, "config", {"class": type(model).__qualname__})
     digest.update(json.dumps(config, sort_keys=True).encode())
