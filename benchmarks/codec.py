@@ -30,7 +30,7 @@ from PIL import Image
 
 import pixelmodels
 from benchmarks.common import save_result
-from pixelmodels import codec
+from pixelmodels import codec, imagefiles
 
 DATA = Path(os.environ.get("PIXELMODELS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -65,7 +65,7 @@ def photo_patches(split: str, count: int, size: int = 8, seed: int = 0) -> np.nd
 # ----- baselines ----------------------------------------------------------------------------------------------
 def to_pil(img: np.ndarray, levels: int) -> Image.Image:
     """(C, H, W) levels -> a Pillow image; two levels become a 1-bit image (PNG then stores 1 bit per pixel)."""
-    pixels = codec.pixels_from_levels(img, levels).transpose(1, 2, 0)  # (H, W, C)
+    pixels = imagefiles.pixels_from_levels(img, levels).transpose(1, 2, 0)  # (H, W, C)
     if pixels.shape[2] == 1:
         pil = Image.fromarray(pixels[:, :, 0])
         return pil.convert("1") if levels == 2 else pil

@@ -7,7 +7,7 @@ import torch
 
 import pixelmodels
 from model_variants import VARIANTS
-from pixelmodels import codec, sampling
+from pixelmodels import codec, imagefiles, sampling
 from pixelmodels.codec import CodecError
 from pixelmodels.heads import CategoricalHead
 from pixelmodels.models.base import AutoregressiveModel
@@ -393,7 +393,7 @@ def test_cli_with_a_trained_run(tmp_path):
     paths = []
     for i, img in enumerate(images.numpy()):
         paths.append(str(tmp_path / f"d{i}.png"))
-        Image.fromarray(codec.pixels_from_levels(img[0], 17)).save(paths[-1])
+        Image.fromarray(imagefiles.pixels_from_levels(img[0], 17)).save(paths[-1])
     assert main(["compress", str(run), *paths, str(tmp_path / "d.pmz")]) == 0
     assert main(["decompress", str(run), str(tmp_path / "d.pmz"), str(tmp_path / "r.npy")]) == 0
     assert np.array_equal(np.load(tmp_path / "r.npy"), images.numpy())

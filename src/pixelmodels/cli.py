@@ -35,10 +35,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pixelmodels import bits_per_dim, codec
+    from pixelmodels import bits_per_dim, codec, imagefiles
 
     model = _load_run(args.run, args.device)
-    images = codec.read_image_files(args.inputs, model.image_shape, model.num_levels)
+    images = imagefiles.read_image_files(args.inputs, model.image_shape, model.num_levels)
     cond = None if args.label is None else [args.label] * len(images)
     data = codec.compress(
         model, images, cond=cond, batch_size=args.batch_size, method=args.method, progress=args.progress
@@ -66,12 +66,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_decompress(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pixelmodels import codec
+    from pixelmodels import codec, imagefiles
 
     model = _load_run(args.run, args.device)
     data = Path(args.input).read_bytes()
     images = codec.decompress(model, data, progress=args.progress)
-    written = codec.write_image_files(images, args.output, model.num_levels)
+    written = imagefiles.write_image_files(images, args.output, model.num_levels)
     print(f"{len(images)} image(s) -> {', '.join(written) if len(written) <= 3 else written[0] + ', ...'}")
     return 0
 
