@@ -110,6 +110,12 @@ class PixelCNN(AutoregressiveModel):
         self.blocks = nn.ModuleList(ResidualBlock(h, kernel_size, groups) for _ in range(num_layers))
         self.output = output_stack(2 * h, out_h, self.head.num_params, groups)
 
+    @property
+    def receptive_radius(self) -> int:
+        """The parameters at (h, w) read inputs only in rows h-r..h, columns w-r..w+r (zero-padded stride-1
+        convolutions); the codec evaluates the network on such windows."""
+        return self.first_kernel_size // 2 + self.num_layers * (self.kernel_size // 2)
+
     def network(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         x = self.input_conv(inputs)  # (B, 2h, H, W)
         for block in self.blocks:
