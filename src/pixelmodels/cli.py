@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pixelmodels.cli_viz import add_commands as add_viz_commands
 from pixelmodels.registry import available_models, get_model_class, hyperparameters
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registered models", description="List the registered models.")
     p.add_argument("-v", "--verbose", action="store_true", help="also list each model's hyper-parameters")
     p.set_defaults(func=cmd_models)
+    add_viz_commands(sub)  # inspect, nll-map, plot, report
     return parser
 
 

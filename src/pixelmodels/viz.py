@@ -69,6 +69,42 @@ def _umask() -> int:
     return mask
 
 
+def load_image(
+    path: str | os.PathLike, image_shape: Sequence[int], num_levels: int, resize: bool = False
+) -> torch.Tensor:
+    """Read a PNG/JPEG as a (C, H, W) long tensor in [0, K) for a model of ``image_shape`` and K levels.
+
+    8-bit values v become ``v * K // 256`` (the data sets' quantization), except for pictures this module
+    wrote: when every value is one of the K grey levels ``to_rgb`` draws, they map back exactly.
+    A size other than (H, W) is an error unless ``resize`` (then: bilinear resize to (H, W)).
+    """
+    c, h, w = image_shape
+    if c not in (1, 3):
+        raise ValueError(f"can only read 1- or 3-channel images, the model takes {c} channels")
+    if num_levels > 256:
+        raise ValueError(f"can only read 8-bit images, the model takes {num_levels} levels")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if c == 1 else "RGB")
+            if img.size != (w, h):
+                if not resize:
+                    raise ValueError(
+                        f"image {str(path)!r} is {img.size[1]}x{img.size[0]}, the model takes {h}x{w} (pass --resize)"
+                    )
+                img = img.resize((w, h), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.int64).reshape(h, w, c)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read image {str(path)!r}: {err}") from None
+    x = torch.from_numpy(array).permute(2, 0, 1)  # (C, H, W) in [0, 255]
+    drawn_levels = (torch.arange(num_levels) * 255 + (num_levels - 1) // 2) // (num_levels - 1)  # to_rgb's greys
+    exact = torch.isin(x, drawn_levels)
+    if bool(exact.all()):
+        return torch.searchsorted(drawn_levels, x.contiguous())
+    return x * num_levels // 256
+
+
 # ----- array helpers ----------------------------------------------------------------------------------------
 def to_rgb(images: torch.Tensor, num_levels: int) -> np.ndarray:
     """Integer images (B, C, H, W) in [0, K) with C in {1, 3} -> uint8 RGB (B, H, W, 3), K-1 mapped to 255."""

@@ -1,0 +1,333 @@
+"""Pictures (viz), receptive fields and NLL maps (explain), results pages (report), picture commands (CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pixelmodels
+from contract import build as build_variant
+from model_variants import VARIANTS
+from pixelmodels import explain, viz
+from pixelmodels.cli import main
+from pixelmodels.models.pixelcnn import PixelCNN
+from pixelmodels.ordering import rank_map
+from pixelmodels.report import RunInfo, read_curves, write_report
+
+IDS = [v.id for v in VARIANTS]
+
+
+def open_png(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Check ``path`` is a valid PNG of ``size`` = (width, height); return its RGB pixels (H, W, 3)."""
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        img.verify()
+    with Image.open(path) as img:
+        assert img.size == size, f"{path.name} is {img.size}, expected {size}"
+        pixels = np.asarray(img.convert("RGB"))
+    assert pixels.min() < pixels.max(), f"{path.name} is a flat picture"
+    return pixels
+
+
+def colour_count(pixels: np.ndarray, colour) -> int:
+    return int((pixels == np.array(colour, np.uint8)).all(-1).sum())
+
+
+def tiny_pixelcnn(shape=(1, 8, 10), k=4, **kw):
+    return pixelmodels.build("pixelcnn", image_shape=shape, num_levels=k, hidden_channels=6, num_layers=2, **kw)
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not list(folder.glob(".*.tmp"))
+
+
+# ----- receptive fields -------------------------------------------------------------------------------------
+def test_pixelcnn_receptive_field_has_the_blind_spot():
+    model = tiny_pixelcnn()
+    h, w = 4, 4
+    seen = explain.receptive_field(model, (h, w)) > 0  # (1, 8, 10)
+    context = explain.context_mask(model, (h, w))
+    # Masked 3x3 convolutions reach one column right per row up; the 7x7 mask-A conv reaches 3 columns right:
+    # one row up, columns beyond w+3 are in the context (earlier in raster order) but never seen.
+    assert context[0, h - 1, w + 4] and not seen[0, h - 1, w + 4]
+    assert seen[0, h - 1, w + 3] and seen[0, h, w - 1] and seen[0, 0, 0]
+    summary = explain.summarize_field(explain.receptive_field(model, (h, w)), context, (h, w))
+    assert summary.blind > 0 and summary.leaks == 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("shape,k", [((1, 4, 4), 2), ((3, 4, 4), 4)], ids=["gray", "rgb"])
+def test_receptive_field_is_causal_for_every_model(variant, shape, k):
+    if not variant.accepts(shape):
+        pytest.skip(f"{variant.id} does not take shape {shape}")
+    model = build_variant(variant, shape, k)
+    rank = rank_map(model.order(), *shape)
+    for channel in sorted({0, shape[0] - 1}):
+        for position in [(0, 1), (3, 2)]:
+            seen = explain.receptive_field(model, position, channel) > 0
+            allowed = rank < rank[channel, position[0], position[1]]
+            assert torch.equal(allowed, explain.context_mask(model, position, channel))
+            assert not (seen & ~allowed).any(), f"{variant.id} sees the future at {channel}, {position}"
+            assert seen.any(), f"{variant.id} sees nothing at {channel}, {position}"
+
+
+def test_receptive_field_rejects_bad_positions():
+    model = tiny_pixelcnn()
+    with pytest.raises(ValueError, match="position"):
+        explain.receptive_field(model, (8, 0))
+    with pytest.raises(ValueError, match="channel"):
+        explain.receptive_field(model, (1, 1), channel=1)
+
+
+def test_receptive_field_picture(tmp_path):
+    model = tiny_pixelcnn(shape=(3, 8, 10))
+    position, channel, scale, pad = (4, 4), 1, 8, 4
+    magnitude = explain.receptive_field(model, position, channel)
+    context = explain.context_mask(model, position, channel)
+    rank = rank_map(model.order(), 3, 8, 10)
+    path = viz.save_receptive_field(magnitude, context, rank, position, channel, tmp_path / "rf.png", scale=scale)
+    panels = 3 + 1  # one per input channel, then the order
+    pixels = open_png(path, (panels * 10 * scale + (panels + 1) * pad, 8 * scale + 2 * pad + 3 * viz.TEXT_HEIGHT))
+    # the target is one red block; the blind spot is there (orange, 3 channels x its size); no leak is drawn
+    inside = (scale - 1) ** 2  # a pixel's block minus its grid lines (drawn at scale >= 6)
+    assert colour_count(pixels, viz.TARGET) == inside
+    blind = int((~(magnitude > 0) & context).sum())
+    assert blind > 0 and colour_count(pixels, viz.BLIND) == blind * inside
+    assert colour_count(pixels, viz.LEAK) == 0
+
+
+# ----- NLL maps ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_nll_map_sums_to_the_log_likelihood(variant):
+    shape, k = (3, 4, 4), 4
+    if not variant.accepts(shape):
+        pytest.skip(f"{variant.id} does not take shape {shape}")
+    model = build_variant(variant, shape, k).eval()
+    x = torch.randint(k, (3, *shape))
+    nll = explain.nll_map(model, x)
+    assert nll.shape == (3, 4, 4) and (nll >= 0).all()
+    with torch.no_grad():
+        expected = -model.log_prob(x) / math.log(2)
+    torch.testing.assert_close(nll.sum((1, 2)), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_nll_map_picture(tmp_path):
+    model = tiny_pixelcnn(shape=(1, 6, 6), k=4)
+    x = torch.randint(4, (3, 1, 6, 6))
+    nll = explain.nll_map(model, x)
+    scale, pad = 8, 4
+    path = viz.save_nll_map(x, nll, tmp_path / "nll.png", 4, scale=scale, pad=pad)
+    width = 2 * 6 * scale + 3 * pad + 150
+    height = 3 * 6 * scale + 4 * pad + 12 + viz.TEXT_HEIGHT
+    pixels = open_png(path, (width, height))
+    # the hottest pixel of all is drawn in the brightest colour of the map, the coolest in a darker one
+    top = viz.heat_colors(np.array([1.0]), 1.0)[0]
+    assert colour_count(pixels, top) >= scale * scale
+    with pytest.raises(ValueError, match="shape"):
+        viz.save_nll_map(x, nll[:, :5], tmp_path / "bad.png", 4)
+    assert not (tmp_path / "bad.png").exists()
+
+
+# ----- grids ------------------------------------------------------------------------------------------------
+def test_sample_grid_size_and_levels(tmp_path):
+    x = torch.randint(5, (10, 1, 4, 6))
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0, 4
+    path = viz.save_grid(x, tmp_path / "g.png", num_levels=5, nrow=4, scale=3, pad=2)
+    pixels = open_png(path, (4 * 6 * 3 + 5 * 2, 3 * 4 * 3 + 4 * 2))
+    greys = {round(v * 255 / 4) for v in range(5)}
+    assert set(np.unique(pixels)) <= greys | {viz.BACKGROUND}
+    assert {0, 255} <= set(np.unique(pixels))
+
+
+def test_grid_round_trips_through_load_image(tmp_path):
+    for shape, k in [((1, 5, 7), 17), ((3, 4, 4), 256), ((1, 3, 3), 2)]:
+        x = torch.randint(k, (1, *shape))
+        path = viz.save_grid(x, tmp_path / "one.png", num_levels=k, nrow=1, pad=0)
+        assert torch.equal(viz.load_image(path, shape, k), x[0])
+    with pytest.raises(ValueError, match="resize"):
+        viz.load_image(path, (1, 4, 4), 2)
+    assert viz.load_image(path, (1, 4, 4), 2, resize=True).shape == (1, 4, 4)
+    with pytest.raises(FileNotFoundError):
+        viz.load_image(tmp_path / "missing.png", (1, 3, 3), 2)
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read"):
+        viz.load_image(tmp_path / "junk.png", (1, 3, 3), 2)
+
+
+def test_completion_grid_keeps_the_given_half(tmp_path):
+    model = tiny_pixelcnn(shape=(1, 6, 6), k=4)
+    x = torch.randint(4, (2, 1, 6, 6))
+    completions, mask = viz.complete(model, x, 3, keep_top=0.5, generator=torch.Generator().manual_seed(0))
+    assert completions.shape == (2, 3, 1, 6, 6) and mask[:, :3].all() and not mask[:, 3:].any()
+    assert torch.equal(completions[:, :, :, :3], x[:, None, :, :3].expand(2, 3, 1, 3, 6))
+    scale, pad = 4, 2
+    path = viz.save_completion_grid(x, completions, mask, tmp_path / "c.png", 4, scale=scale, pad=pad)
+    open_png(path, (5 * 6 * scale + 6 * pad, 2 * 6 * scale + 3 * pad + viz.TEXT_HEIGHT))
+
+
+class ToyConditional(PixelCNN):
+    """A PixelCNN with a per-class bias on its output: a class-conditional model for the class-grid test."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_bias = torch.nn.Embedding(3, self.head.num_params)
+
+    @property
+    def num_classes(self) -> int:
+        return 3
+
+    def network(self, inputs, cond=None):
+        out = super().network(inputs, cond)
+        return out if cond is None else out + 5 * self.class_bias(cond)[:, :, None, None]
+
+
+def test_class_grid_one_row_per_class(tmp_path):
+    model = ToyConditional((1, 4, 4), 4, hidden_channels=4, num_layers=1)
+    samples = viz.class_samples(model, per_class=5, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3, 5, 1, 4, 4)
+    scale, pad = 6, 2
+    path = viz.save_class_grid(samples, tmp_path / "cls.png", 4, labels=["a", "b", "c"], scale=scale, pad=pad)
+    open_png(path, (28 + 5 * 4 * scale + 6 * pad, 3 * 4 * scale + 4 * pad))
+    with pytest.raises(ValueError, match="class-conditional"):
+        viz.class_samples(tiny_pixelcnn())
+
+
+# ----- curves -----------------------------------------------------------------------------------------------
+def test_read_curves_understands_the_usual_record_shapes():
+    records = [
+        {"step": 10, "time": 1.0, "train_bpd": 2.0},
+        {"step": 20, "time": 2.0, "train/bpd": 1.5, "lr": 0.001},
+        {"step": 20, "elapsed": 2.5, "valid_bpd": 1.7},
+        {"step": 30, "split": "val", "bpd": 1.6, "time": 3.0},
+        {"step": 30, "train_bpd": float("nan")},
+    ]
+    curves = read_curves(records)
+    assert curves["train"]["bpd"] == [2.0, 1.5] and curves["train"]["time"] == [1.0, 2.0]
+    assert curves["validation"]["step"] == [20.0, 30.0] and curves["validation"]["time"] == [2.5, 3.0]
+
+
+def test_curve_plot(tmp_path):
+    curves = {
+        "train": {"step": [1, 2, 3], "time": [0.5, 1.0, 1.5], "bpd": [3.0, 2.0, 1.5]},
+        "validation": {"step": [3], "time": [1.5], "bpd": [1.8]},
+    }
+    open_png(viz.plot_curves(curves, tmp_path / "curves.png", "t"), (1000, 400))
+    with pytest.raises(ValueError, match="png"):
+        viz.plot_curves(curves, tmp_path / "curves.jpg")
+    with pytest.raises(ValueError, match="no bits/dim"):
+        viz.plot_curves({"train": {"step": [], "time": [], "bpd": []}}, tmp_path / "empty.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+
+# ----- writing never leaves partial files -------------------------------------------------------------------
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "grid.png"
+    target.write_bytes(b"old")
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        viz.save_grid(torch.full((1, 1, 2, 2), 7), target, num_levels=4)
+    with pytest.raises(ValueError, match="png"):
+        viz.save_grid(torch.zeros(1, 1, 2, 2, dtype=torch.long), tmp_path / "grid.jpg", num_levels=4)
+    assert target.read_bytes() == b"old" and no_temp_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
+
+
+# ----- the text half of inspect -----------------------------------------------------------------------------
+def test_describe_order_and_parameters():
+    model = tiny_pixelcnn(shape=(3, 4, 4))
+    assert explain.describe_order(model).startswith("raster") and "R -> G -> B" in explain.describe_order(model)
+    rows = explain.parameter_table(model)
+    assert sum(n for _, _, n in rows) == sum(p.numel() for p in model.parameters())
+    assert rows[0][0] == "input_conv"
+
+    class Subscale(PixelCNN):  # only its order differs: describe_order must name it
+        def order(self):
+            from pixelmodels.ordering import subscale_order
+
+            return subscale_order(1, 4, 4, 2)
+
+    assert "subscale S=2" in explain.describe_order(Subscale((1, 4, 4), 2, hidden_channels=2, num_layers=0))
+
+
+# ----- results page -----------------------------------------------------------------------------------------
+def test_write_report(tmp_path):
+    model = tiny_pixelcnn(shape=(1, 6, 6), k=4)
+    info = RunInfo(
+        title="tiny run",
+        config={"model": {"name": "pixelcnn"}},
+        metrics=[{"step": 1, "time": 0.1, "train_bpd": 2.0}, {"step": 2, "time": 0.2, "valid_bpd": 1.9}],
+        facts={"step": 2},
+        images=torch.randint(4, (4, 1, 6, 6)),
+        images_source="test",
+    )
+    out = write_report(model, info, tmp_path / "report.md", num_samples=4, num_completions=2)
+    text = out.read_text()
+    pictures = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert sorted(pictures) == sorted(
+        f"report_files/{n}.png" for n in ["curves", "samples", "completions", "nll_map", "receptive_field"]
+    )
+    for picture in pictures:
+        with Image.open(tmp_path / picture) as img:
+            img.verify()
+    assert "bits/dim of the 4 test images shown" in text and '"pixelcnn"' in text
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 5
+    assert no_temp_files(tmp_path) and no_temp_files(tmp_path / "report_files")
+
+
+# ----- CLI --------------------------------------------------------------------------------------------------
+def test_cli_inspect_untrained_model(tmp_path, capsys):
+    out = tmp_path / "rf.png"
+    args = ["inspect", "--model", "pixelcnn", "--image-shape", "1,8,10", "--levels", "4"]
+    args += ["--set", "hidden_channels=6", "--set", "num_layers=2", "--position", "4,4", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "total" in text and "raster" in text and "blind" in text
+    scale = viz.auto_scale(8, 10, 160)
+    pixels = open_png(out, (2 * 10 * scale + 3 * 4, 8 * scale + 8 + 3 * viz.TEXT_HEIGHT))
+    assert colour_count(pixels, viz.BLIND) > 0 and colour_count(pixels, viz.LEAK) == 0
+
+
+def test_cli_nll_map_untrained_model(tmp_path, capsys):
+    image = viz.save_grid(torch.randint(2, (1, 1, 8, 8)), tmp_path / "img.png", 2, nrow=1, pad=0)
+    out = tmp_path / "map.png"
+    args = ["nll-map", "--model", "pixelcnn", "--image-shape", "1,8,8", "--set", "num_layers=1"]
+    assert main([*args, "--image", str(image), "--out", str(out)]) == 0
+    assert "bits/dim" in capsys.readouterr().out
+    with Image.open(out) as img:
+        assert img.format == "PNG"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["inspect"], "run directory or --model"),
+        (["inspect", "--model", "nope", "--out", "{out}"], "unknown model"),
+        (["inspect", "--model", "pixelcnn", "--position", "99,0", "--out", "{out}"], "position"),
+        (["inspect", "--model", "pixelcnn", "--set", "layers", "--out", "{out}"], "KEY=VALUE"),
+        (["nll-map", "--model", "pixelcnn", "--image", "{missing}", "--out", "{out}"], "not found"),
+        (["inspect", "runs/none", "--set", "a=1"], "--model only"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "out.png"
+    args = [a.format(out=out, missing=tmp_path / "missing.png") for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_plot_needs_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["plot", str(run)]) == 2
+    assert "metrics" in capsys.readouterr().err
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "time": 1.0, "train_bpd": 1.0}) + "\n{torn")
+    assert main(["plot", str(run)]) == 0
+    open_png(run / "curves.png", (1000, 400))
