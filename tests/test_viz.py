@@ -138,7 +138,7 @@ def test_nll_map_picture(tmp_path):
 def test_sample_grid_size_and_levels(tmp_path):
     x = torch.randint(5, (10, 1, 4, 6))
     x[0, 0, 0, 0], x[0, 0, 0, 1] = 0, 4
-    path = viz.save_grid(x, tmp_path / "g.png", num_levels=5, nrow=4, scale=3, pad=2)
+    path = viz.save_grid(x, tmp_path / "g.png", num_levels=5, nrow=4, scale=3, padding=2)
     pixels = open_png(path, (4 * 6 * 3 + 5 * 2, 3 * 4 * 3 + 4 * 2))
     greys = {round(v * 255 / 4) for v in range(5)}
     assert set(np.unique(pixels)) <= greys | {viz.BACKGROUND}
@@ -148,7 +148,7 @@ def test_sample_grid_size_and_levels(tmp_path):
 def test_grid_round_trips_through_load_image(tmp_path):
     for shape, k in [((1, 5, 7), 17), ((3, 4, 4), 256), ((1, 3, 3), 2)]:
         x = torch.randint(k, (1, *shape))
-        path = viz.save_grid(x, tmp_path / "one.png", num_levels=k, nrow=1, pad=0)
+        path = viz.save_grid(x, tmp_path / "one.png", num_levels=k, nrow=1, scale=1, padding=0)
         assert torch.equal(viz.load_image(path, shape, k), x[0])
     with pytest.raises(ValueError, match="resize"):
         viz.load_image(path, (1, 4, 4), 2)
@@ -294,7 +294,7 @@ def test_cli_inspect_untrained_model(tmp_path, capsys):
 
 
 def test_cli_nll_map_untrained_model(tmp_path, capsys):
-    image = viz.save_grid(torch.randint(2, (1, 1, 8, 8)), tmp_path / "img.png", 2, nrow=1, pad=0)
+    image = viz.save_grid(torch.randint(2, (1, 1, 8, 8)), tmp_path / "img.png", 2, nrow=1, scale=1, padding=0)
     out = tmp_path / "map.png"
     args = ["nll-map", "--model", "pixelcnn", "--image-shape", "1,8,8", "--set", "num_layers=1"]
     assert main([*args, "--image", str(image), "--out", str(out)]) == 0

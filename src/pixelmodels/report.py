@@ -162,7 +162,7 @@ def write_report(
         sections.append(("Class-conditional samples", [(f"one row per class, seed {seed}", path)]))
     else:
         samples = model.sample(num_samples, generator=gen)
-        path = viz.save_grid(samples, files / "samples.png", k, nrow=8, scale=scale)
+        path = viz.save_grid(samples, files / "samples.png", k, nrow=8, scale=scale, padding=2)
         sections.append(("Samples", [(f"{num_samples} samples, seed {seed}, temperature 1", path)]))
 
     if info.images is not None:

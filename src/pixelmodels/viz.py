@@ -98,7 +98,7 @@ def load_image(
     except OSError as err:
         raise ValueError(f"cannot read image {str(path)!r}: {err}") from None
     x = torch.from_numpy(array).permute(2, 0, 1)  # (C, H, W) in [0, 255]
-    drawn_levels = (torch.arange(num_levels) * 255 + (num_levels - 1) // 2) // (num_levels - 1)  # to_rgb's greys
+    drawn_levels = torch.from_numpy(to_uint8(torch.arange(num_levels).view(1, 1, 1, -1), num_levels)).long().flatten()
     exact = torch.isin(x, drawn_levels)
     if bool(exact.all()):
         return torch.searchsorted(drawn_levels, x.contiguous())
@@ -117,9 +117,8 @@ def to_rgb(images: torch.Tensor, num_levels: int) -> np.ndarray:
     x = images.detach().cpu().long()
     if x.numel() and (int(x.min()) < 0 or int(x.max()) >= num_levels):
         raise ValueError(f"image values must be in [0, {num_levels}), got min {int(x.min())} max {int(x.max())}")
-    x = (x * 255 + (num_levels - 1) // 2) // (num_levels - 1)  # (B, C, H, W) in [0, 255], rounded
-    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-    return x.permute(0, 2, 3, 1).numpy().astype(np.uint8)  # (B, H, W, 3)
+    rgb = to_uint8(x, num_levels)  # (B, H, W, C)
+    return rgb.repeat(3, axis=3) if rgb.shape[3] == 1 else rgb  # (B, H, W, 3)
 
 
 def upscale(cell: np.ndarray, scale: int) -> np.ndarray:
@@ -168,16 +167,32 @@ def add_text_rows(picture: np.ndarray, lines: Sequence[str], where: str = "botto
 
 # ----- grids ------------------------------------------------------------------------------------------------
 def save_grid(
-    images: torch.Tensor, path: str | os.PathLike, num_levels: int, nrow: int = 8, *, scale: int = 1, pad: int = 2
+    images: torch.Tensor,
+    path: str | os.PathLike,
+    num_levels: int,
+    nrow: int | None = None,
+    scale: int | None = None,
+    padding: int = 1,
 ) -> Path:
-    """Save (B, C, H, W) integer images as one PNG grid of ``nrow`` images per row.
+    """Save images (N, C, H, W) with values in [0, K) as one PNG grid, ``nrow`` images per row.
 
-    Size: rows = ceil(B / nrow); (rows*H*scale + (rows+1)*pad) x (min(B, nrow)*W*scale + (min(B,nrow)+1)*pad).
+    ``nrow`` defaults to a square-ish grid; ``scale`` enlarges each pixel (nearest neighbour; default: so that
+    an image is at least 32 pixels tall); ``padding`` pixels of white separate the images.
+    Size: rows = ceil(N / nrow); (rows*H*scale + (rows+1)*padding) x (min(N, nrow)*W*scale + (min(N, nrow)+1)*padding).
     """
+    n, h = len(images), images.shape[-2] if images.dim() == 4 else 1
+    nrow = nrow or math.ceil(math.sqrt(max(n, 1)))
     if nrow < 1:
         raise ValueError(f"nrow must be >= 1, got {nrow}")
+    scale = scale or max(1, math.ceil(32 / h))
     cells = [upscale(c, scale) for c in to_rgb(images, num_levels)]
-    return write_png(tile([cells[i : i + nrow] for i in range(0, len(cells), nrow)], pad), path)
+    return write_png(tile([cells[i : i + nrow] for i in range(0, len(cells), nrow)], padding), path)
+
+
+def to_uint8(images: torch.Tensor, num_levels: int) -> np.ndarray:
+    """Levels in [0, K) -> 8-bit values, level k -> round(255 k / (K - 1)); (N, C, H, W) -> (N, H, W, C)."""
+    x = images.detach().cpu().double() * (255.0 / (num_levels - 1))
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def keep_top_mask(image_shape: Sequence[int], keep_top: float) -> torch.Tensor:
