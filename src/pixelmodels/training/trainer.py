@@ -1,0 +1,426 @@
+"""The training loop: ``train(config, out_dir) -> run directory``.
+
+Usage (shell)::
+
+    pixelmodels train --preset quickstart --out runs/quickstart             # ~2 min on 2 CPU cores
+    pixelmodels train --model pixelcnn --dataset binarized_mnist --set optim.lr=3e-4 --out runs/bmnist
+    pixelmodels train --out runs/quickstart --resume --set train.steps=3000  # continue, exactly
+    pixelmodels train --preset pixelcnn-cifar10 --set train.precision=bf16 --set train.compile=true --out runs/c10
+
+Usage (Python)::
+
+    import pixelmodels
+    from pixelmodels.training import get_preset, apply_overrides
+    run_dir = pixelmodels.train(apply_overrides(get_preset("quickstart"), ["train.steps=500"]), "runs/q")
+    model = pixelmodels.load_checkpoint(run_dir)                            # best EMA weights
+
+The run directory holds ``config.json`` (the resolved config), ``checkpoints/{last,best}.*`` (safetensors +
+JSON, EMA weights included), ``metrics.jsonl``, ``samples/`` grids during training, ``samples.png`` and
+``results.json`` (test NLL of the best checkpoint) at the end, and TensorBoard events when it is installed.
+
+Structure kept ready for DistributedDataParallel: the model is wrapped in one place (``wrap_model``), the
+data order is built in one place (``DataOrder``), and every file write goes through ``RunWriter``, which
+writes only on the main process (``is_main_process``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pixelmodels.evaluate import NLLResult, dataset_nll
+from pixelmodels.registry import build
+from pixelmodels.training import checkpoint as ckpt
+from pixelmodels.training.config import OptimConfig, RunConfig
+from pixelmodels.viz import save_grid
+
+logger = logging.getLogger(__name__)
+
+# Keys that may change when a run is resumed: cadence, device and evaluation details, not what is learned.
+RESUMABLE_CHANGES = {
+    "train.steps", "train.log_every", "train.eval_every", "train.sample_every", "train.checkpoint_every",
+    "train.num_samples", "train.device", "train.precision", "train.compile", "data.data_dir",
+    "data.eval_batch_size", "data.max_eval_images",
+}  # fmt: skip
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and its last good checkpoint is untouched."""
+
+
+# ----- pieces a distributed version replaces --------------------------------------------------------------
+def is_main_process() -> bool:
+    """True on the process that writes files (always, until DistributedDataParallel is added)."""
+    return True
+
+
+class DataOrder:
+    """Seeded permutation per epoch, cut into full batches; ``(epoch, position)`` restores the exact place."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int):
+        if num_items < batch_size:
+            raise ValueError(f"data.batch_size ({batch_size}) is larger than the training set ({num_items} images)")
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.epoch, self.position = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.num_items, generator=g)
+
+    def next_indices(self) -> torch.Tensor:
+        if self.position + self.batch_size > self.num_items:  # drop the incomplete last batch of an epoch
+            self.epoch, self.position = self.epoch + 1, 0
+            self._perm = self._permutation()
+        idx = self._perm[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "num_items": self.num_items}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_items"] != self.num_items:
+            raise ValueError(f"the training set has {self.num_items} images, the checkpoint saw {state['num_items']}")
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._perm = self._permutation()
+
+
+class LogProbObjective(nn.Module):
+    """``forward(x, cond) -> log p(x)`` in float32 nats: the module that gets compiled (and, later, DDP-wrapped)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return self.model.log_prob(x, cond).float()  # (B,)
+
+
+def wrap_model(model: nn.Module, config: RunConfig) -> nn.Module:
+    """The one place the model is wrapped for training: the log-likelihood objective, optionally compiled."""
+    objective = LogProbObjective(model)
+    return torch.compile(objective) if config.train.compile else objective
+
+
+class RunWriter:
+    """Every file the trainer writes goes through here; does nothing on processes other than the main one."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.tensorboard = None
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                pass
+
+    def config(self, config: RunConfig) -> None:
+        if self.enabled:
+            ckpt.atomic_write_text(self.run_dir / "config.json", config.to_json() + "\n")
+
+    def metrics(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.tensorboard.add_scalar(f"{record.get('split', 'train')}/{key}", value, record["step"])
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume, drop metric lines written after the checkpoint (they will be written again)."""
+        path = self.run_dir / "metrics.jsonl"
+        if self.enabled and path.exists():
+            lines = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+            ckpt.atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+    def checkpoint(self, which: ckpt.Which, **kwargs) -> None:
+        if self.enabled:
+            ckpt.save_checkpoint(self.run_dir / "checkpoints", which, **kwargs)
+
+    def grid(self, images: torch.Tensor, name: str, num_levels: int) -> None:
+        if self.enabled:
+            save_grid(images, self.run_dir / name, num_levels)
+
+    def results(self, results: dict) -> None:
+        if self.enabled:
+            ckpt.atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+# ----- small helpers --------------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def learning_rate(step: int, optim: OptimConfig, total_steps: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant / cosine / linear decay to ``min_lr_ratio * lr``."""
+    if step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    progress = min(1.0, (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps))
+    decay = {"constant": 1.0, "cosine": 0.5 * (1 + math.cos(math.pi * progress)), "linear": 1.0 - progress}
+    return optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * decay[optim.schedule])
+
+
+def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2), weight_decay=optim.weight_decay)
+
+
+@torch.no_grad()
+def update_ema(ema_model: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """Polyak average; the decay ramps up as (1 + t) / (10 + t) so early steps do not dominate short runs."""
+    d = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(list(ema_model.parameters()), list(model.parameters()), 1.0 - d)
+    for e, b in zip(ema_model.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs: an existing run needs --resume (continue) or --overwrite (replace)."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    holds_run = (run_dir / "config.json").exists()
+    if resume:
+        if not (run_dir / "checkpoints" / "last.json").exists():
+            raise FileNotFoundError(f"nothing to resume in {run_dir}: no checkpoints/last.json")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not holds_run:
+            raise FileExistsError(f"{run_dir} exists, is not empty and is not a pixelmodels run; choose another --out")
+        if not overwrite:
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite")
+        shutil.rmtree(run_dir)
+
+
+def _config_changes(old: dict, new: dict) -> list[str]:
+    changed = []
+    for section in ("model", "data", "optim", "train"):
+        for key in sorted(set(old.get(section, {})) | set(new[section])):
+            if old.get(section, {}).get(key) != new[section].get(key):
+                changed.append(f"{section}.{key}")
+    return changed
+
+
+def _sample_cond(model: nn.Module, n: int, device: torch.device) -> torch.Tensor | None:
+    return None if model.num_classes is None else torch.arange(n, device=device) % model.num_classes
+
+
+# ----- the loop -------------------------------------------------------------------------------------------
+def train(
+    config: RunConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Train ``config`` into ``out_dir`` (default ``runs/<preset or model-dataset>``); returns the run directory.
+
+    Args:
+        config: the full run config (``get_preset``, ``apply_overrides``).
+        out_dir: the run directory; an existing run there needs ``resume`` or ``overwrite``.
+        resume: continue from ``checkpoints/last`` exactly (model, optimizer, EMA, step, RNG, data order).
+        overwrite: delete the run already in ``out_dir`` and start again.
+        stop_after: stop (with a checkpoint) once this global step is reached; continue later with resume.
+        progress: tqdm bar; default: when stderr is a terminal.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf; the message names the step.
+        ValueError, FileExistsError, FileNotFoundError: bad config, data set or run directory.
+    """
+    from pixelmodels.data import load_dataset
+
+    config.validate()
+    run_dir = Path(out_dir or Path("runs") / (config.preset or f"{config.model.name}-{config.data.dataset}"))
+    prepare_run_dir(run_dir, resume, overwrite)
+    resume_meta, resume_tensors = ckpt.read_checkpoint(run_dir, "last") if resume else (None, None)
+    if resume_meta is not None:
+        bad = [k for k in _config_changes(resume_meta["config"], config.to_dict()) if k not in RESUMABLE_CHANGES]
+        if bad:
+            raise ValueError(f"cannot change {', '.join(bad)} when resuming {run_dir}; start a new run instead")
+    progress = sys.stderr.isatty() if progress is None else progress
+    cfg_t, cfg_d = config.train, config.data
+    device = resolve_device(cfg_t.device)
+    seed = cfg_t.seed
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+    data_kwargs = dict(data_dir=cfg_d.data_dir, num_levels=cfg_d.num_levels, **cfg_d.options)
+    train_set = load_dataset(cfg_d.dataset, "train", **data_kwargs)
+    valid_set = load_dataset(cfg_d.dataset, "valid", **data_kwargs)
+    n_train = len(train_set.images) if cfg_d.max_train_images is None else min(cfg_d.max_train_images, len(train_set))
+    train_images = train_set.images[:n_train].to(device)  # (N, C, H, W) uint8
+    train_labels = None if train_set.labels is None else train_set.labels[:n_train].to(device)
+    n_valid = len(valid_set.images) if cfg_d.max_eval_images is None else min(cfg_d.max_eval_images, len(valid_set))
+
+    model = build(
+        config.model.name, image_shape=train_set.image_shape, num_levels=train_set.num_levels, **config.model.hparams
+    ).to(device)
+    if model.num_classes is not None and train_labels is None:
+        raise ValueError(f"model {config.model.name!r} is class-conditional but {cfg_d.dataset!r} has no labels")
+    ema_model = copy.deepcopy(model).requires_grad_(False) if config.optim.ema_decay > 0 else None
+    eval_model = ema_model if ema_model is not None else model
+    optimizer = build_optimizer(model, config.optim)
+    objective = wrap_model(model, config)
+    order = DataOrder(n_train, cfg_d.batch_size, seed)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg_t.precision) if device.type == "cuda" else None
+    if cfg_t.precision != "fp32" and amp is None:
+        logger.warning("train.precision=%s needs a GPU; training in fp32 on %s", cfg_t.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+    writer = RunWriter(run_dir, is_main_process())
+
+    step, best_bpd, best_step, elapsed = 0, math.inf, None, 0.0
+    if resume_meta is not None:
+        ckpt.load_state(model, resume_tensors, "model", str(run_dir))
+        if ema_model is not None:
+            ckpt.load_state(ema_model, resume_tensors, "ema", str(run_dir))
+        ckpt.optimizer_from_flat(optimizer, resume_meta["optimizer"], resume_tensors)
+        state = resume_meta["state"]
+        order.load_state_dict(state["data_order"])
+        step, best_step, elapsed = resume_meta["step"], state["best_step"], state["elapsed_s"]
+        best_bpd = state["best_valid_bits_per_dim"] if state["best_valid_bits_per_dim"] is not None else math.inf
+        ckpt.set_rng_state(resume_meta["rng"], resume_tensors)
+        writer.truncate_metrics(step)
+        logger.info("resuming %s at step %d", run_dir, step)
+    writer.config(config)
+
+    def training_state() -> dict:
+        return {
+            "data_order": order.state_dict(),
+            "best_valid_bits_per_dim": None if best_step is None else best_bpd,
+            "best_step": best_step,
+            "elapsed_s": elapsed + time.perf_counter() - t0,
+        }
+
+    def save(which: ckpt.Which) -> None:
+        writer.checkpoint(
+            which, step=step, model=model, ema_model=ema_model, run_config=config.to_dict(),
+            optimizer=optimizer if which == "last" else None, state=training_state(),
+        )  # fmt: skip
+
+    t0, t_log, images_seen = time.perf_counter(), time.perf_counter(), 0
+    num_dims = model.num_dims
+    bar = tqdm(total=cfg_t.steps, initial=step, disable=not progress, desc="training", dynamic_ncols=True)
+    model.train()
+    try:
+        while step < cfg_t.steps and (stop_after is None or step < stop_after):
+            idx = order.next_indices().to(device)
+            x = train_images[idx].long()  # (B, C, H, W)
+            cond = None if model.num_classes is None else train_labels[idx]
+            lr = learning_rate(step, config.optim, cfg_t.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
+                log_prob = objective(x, cond)  # (B,) float32 nats
+            loss = -log_prob.mean() / num_dims  # nats per dimension
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip or math.inf)
+            if amp is not torch.float16 and not torch.isfinite(grad_norm):
+                raise NonFiniteLossError(f"non-finite gradient norm ({grad_norm.item()}) at step {step + 1}")
+            scaler.step(optimizer)
+            scaler.update()
+            if ema_model is not None:
+                update_ema(ema_model, model, config.optim.ema_decay, step)
+            step += 1
+            images_seen += len(idx)
+            bits = loss.item() / math.log(2)
+            bar.update(1)
+            bar.set_postfix(bpd=f"{bits:.3f}", lr=f"{lr:.2e}")
+            final = step == cfg_t.steps
+            if step % cfg_t.log_every == 0 or final:
+                now = time.perf_counter()
+                writer.metrics({
+                    "step": step, "split": "train", "bits_per_dim": bits, "lr": lr,
+                    "grad_norm": grad_norm.item(), "images_per_s": images_seen / (now - t_log),
+                })  # fmt: skip
+                t_log, images_seen = now, 0
+            if step % cfg_t.eval_every == 0 or final:
+                valid_x, valid_y = valid_set.images[:n_valid], _labels(valid_set, n_valid)
+                result = dataset_nll(eval_model, valid_x, valid_y, cfg_d.eval_batch_size)
+                writer.metrics({"step": step, "split": "valid", **result.to_dict()})
+                if progress:
+                    bar.write(f"step {step}: valid {result.bits_per_dim:.4f} bits/dim")
+                if result.bits_per_dim < best_bpd:
+                    best_bpd, best_step = result.bits_per_dim, step
+                    save("best")
+            if cfg_t.sample_every and (step % cfg_t.sample_every == 0 or final):
+                g = torch.Generator(device).manual_seed(seed)
+                n = cfg_t.num_samples
+                images = eval_model.sample(n, cond=_sample_cond(eval_model, n, device), generator=g)
+                writer.grid(images, f"samples/step{step:07d}.png", model.num_levels)
+            if step % cfg_t.checkpoint_every == 0 or final or step == stop_after:
+                save("last")
+    except NonFiniteLossError as err:
+        writer.metrics({"step": step + 1, "split": "train", "event": "non_finite", "message": str(err)})
+        last = run_dir / "checkpoints" / "last.json"
+        kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+        raise NonFiniteLossError(f"{err}; training stopped, {kept}") from None
+    finally:
+        bar.close()
+        writer.close()
+    if step < cfg_t.steps:
+        logger.info("stopped at step %d of %d; continue with --resume", step, cfg_t.steps)
+        return run_dir
+    finish(run_dir, config, writer)
+    return run_dir
+
+
+def _labels(dataset, n: int) -> torch.Tensor | None:
+    return None if dataset.labels is None else dataset.labels[:n]
+
+
+def finish(run_dir: Path, config: RunConfig, writer: RunWriter | None = None) -> dict:
+    """Score the best checkpoint (EMA weights) on the test split, write ``results.json`` and ``samples.png``."""
+    from pixelmodels.data import load_dataset
+
+    writer = writer or RunWriter(run_dir, is_main_process())
+    device = resolve_device(config.train.device)
+    meta, tensors = ckpt.read_checkpoint(run_dir, "best")
+    model = ckpt.model_from_checkpoint(meta, tensors, "ema", str(run_dir)).to(device)
+    d = config.data
+    test_set = load_dataset(d.dataset, "test", data_dir=d.data_dir, num_levels=d.num_levels, **d.options)
+    test: NLLResult = dataset_nll(model, test_set.images, test_set.labels, d.eval_batch_size)
+    writer.metrics({"step": meta["step"], "split": "test", **test.to_dict()})
+    g = torch.Generator(device).manual_seed(config.train.seed)
+    n = config.train.num_samples
+    writer.grid(model.sample(n, cond=_sample_cond(model, n, device), generator=g), "samples.png", model.num_levels)
+    last_meta = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+    results = {
+        "test": {**test.to_dict(), "split": "test"},
+        "best_step": meta["step"],
+        "best_valid_bits_per_dim": meta["state"]["best_valid_bits_per_dim"],
+        "steps": last_meta["step"],
+        "train_time_s": last_meta["state"]["elapsed_s"],
+    }
+    writer.results(results)
+    return results
