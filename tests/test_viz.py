@@ -23,6 +23,15 @@ from pixelmodels.report import RunInfo, read_curves, write_report
 IDS = [v.id for v in VARIANTS]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These models are tiny: one thread avoids the many-fold slow-down of spinning threads on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def open_png(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Check ``path`` is a valid PNG of ``size`` = (width, height); return its RGB pixels (H, W, 3)."""
     with Image.open(path) as img:
@@ -331,3 +340,62 @@ def test_cli_plot_needs_a_run(tmp_path, capsys):
     (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "time": 1.0, "train_bpd": 1.0}) + "\n{torn")
     assert main(["plot", str(run)]) == 0
     open_png(run / "curves.png", (1000, 400))
+
+
+# ----- commands on a real (tiny) run ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A few training steps of a tiny PixelCNN on digits (shipped with scikit-learn, offline)."""
+    from pixelmodels.training import apply_overrides, get_preset
+
+    overrides = ["model.hidden_channels=4", "model.num_layers=1", "train.steps=4", "train.log_every=2"]
+    overrides += ["train.eval_every=2", "train.sample_every=0", "train.checkpoint_every=4", "train.num_samples=4"]
+    overrides += ["data.max_eval_images=32", "data.max_train_images=256", "data.batch_size=8"]
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    return pixelmodels.train(apply_overrides(get_preset("quickstart"), overrides), run, progress=False)
+
+
+def test_training_writes_curves_with_wall_time(tiny_run):
+    pixels = open_png(tiny_run / "curves.png", (1000, 400))
+    assert pixels.shape == (400, 1000, 3)
+    curves = read_curves([json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()])
+    assert curves["train"]["step"] == [2.0, 4.0] and curves["validation"]["step"] == [2.0, 4.0]
+    for split in ("train", "validation"):
+        times = curves[split]["time"]
+        assert len(times) == 2 and 0 < times[0] < times[1]
+
+
+def test_cli_plot_inspect_nll_map_report_on_a_run(tiny_run, tmp_path, capsys):
+    assert main(["plot", str(tiny_run), "--out", str(tmp_path / "c.png")]) == 0
+    open_png(tmp_path / "c.png", (1000, 400))
+
+    assert main(["inspect", str(tiny_run), "--position", "3,3", "--out", str(tmp_path / "rf.png")]) == 0
+    assert "raster" in capsys.readouterr().out
+    scale = viz.auto_scale(8, 8, 160)
+    open_png(tmp_path / "rf.png", (2 * 8 * scale + 3 * 4, 8 * scale + 8 + 3 * viz.TEXT_HEIGHT))
+
+    model = pixelmodels.load_checkpoint(tiny_run)
+    from pixelmodels.data import load_dataset
+
+    digit = load_dataset("digits", "test").images[:1].long()
+    image = viz.save_grid(digit, tmp_path / "digit.png", 17, nrow=1, scale=1, padding=0)
+    assert main(["nll-map", str(tiny_run), "--image", str(image), "--out", str(tmp_path / "m.png")]) == 0
+    printed = float(capsys.readouterr().out.split(": ")[1].split()[0])
+    expected = -model.log_prob(digit).item() / (64 * math.log(2))
+    assert abs(printed - expected) < 1e-3
+
+    assert main(["report", str(tiny_run)]) == 0
+    text = (tiny_run / "report.md").read_text()
+    for needle in ["test bits/dim", "report_files/curves.png", "report_files/completions.png", "digits test"]:
+        assert needle in text
+    assert (tiny_run / "report.html").read_text().count("data:image/png;base64,") == 5
+
+
+def test_cli_run_commands_fail_cleanly_on_bad_runs(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "empty")]) == 2
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == []

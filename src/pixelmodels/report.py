@@ -200,8 +200,9 @@ def write_report(
 def _markdown(title: str, facts: dict, sections, root: Path) -> str:
     lines = [f"# {title}", "", "| | |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in facts.items()]
+    lines.append("")
     for heading, items in sections:
-        lines += ["", f"## {heading}", ""]
+        lines += [f"## {heading}", ""]
         for item in items:
             if isinstance(item, tuple):
                 caption, path = item
@@ -234,3 +235,66 @@ def _html(title: str, facts: dict, sections) -> str:
                 parts.append(f"<pre>{esc(item.strip('`').removeprefix('json'))}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# ----- from a run directory ---------------------------------------------------------------------------------
+def report(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    num_samples: int = 16,
+    seed: int = 0,
+    split: str = "test",
+    which: str = "best",
+) -> Path:
+    """Write the results page of a run: ``RUN/report.md`` (+ ``report_files/``) and ``RUN/report.html``.
+
+    Reads ``config.json``, ``metrics.jsonl``, ``results.json`` and the ``which`` checkpoint; takes four
+    ``split`` images of the run's data set for completions and NLL maps (skipped, with a note, when the data
+    set cannot be loaded here).
+    """
+    import pixelmodels
+
+    run_dir = _check_run_dir(run_dir)
+    model = pixelmodels.load_checkpoint(run_dir, which=which)
+    config = _read_json(run_dir / "config.json")
+    info = RunInfo(title=f"Run {run_dir.name}", config=config)
+    if (run_dir / "metrics.jsonl").is_file():
+        info.metrics = read_metrics(run_dir / "metrics.jsonl")
+    results = _read_json(run_dir / "results.json") or {}
+    if isinstance(results.get("test"), dict) and "bits_per_dim" in results["test"]:
+        info.facts["test bits/dim (best checkpoint)"] = f"{results['test']['bits_per_dim']:.4f}"
+    for key, label in [("best_valid_bits_per_dim", "best validation bits/dim"), ("best_step", "best step"),
+                       ("steps", "steps trained"), ("train_time_s", "training time (s)")]:  # fmt: skip
+        if key in results:
+            value = results[key]
+            info.facts[label] = f"{value:.4f}" if isinstance(value, float) and "bits" in label else value
+    if isinstance(info.facts.get("training time (s)"), float):
+        info.facts["training time (s)"] = f"{info.facts['training time (s)']:.1f}"
+    if config and isinstance(config.get("data"), dict):
+        data = config["data"]
+        info.facts["data set"] = data.get("dataset")
+        try:
+            from pixelmodels.data import load_dataset
+
+            ds = load_dataset(
+                data["dataset"], split, data_dir=data.get("data_dir"), num_levels=data.get("num_levels"),
+                **data.get("options", {}),
+            )  # fmt: skip
+            info.images, info.images_source = ds.images[:4], f"{data['dataset']} {split}"
+            info.labels = None if ds.labels is None else ds.labels[:4]
+            if ds.class_names and model.num_classes == len(ds.class_names):
+                info.class_names = ds.class_names
+        except (ValueError, FileNotFoundError) as err:
+            log.warning("no held-out images for the report: %s", err)
+            info.facts["completions and NLL maps"] = f"skipped: {err}"
+    return write_report(model, info, out or run_dir / "report.md", num_samples=num_samples, seed=seed)
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None

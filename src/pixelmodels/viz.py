@@ -11,6 +11,7 @@ Sizes are exact and documented per function (tests check them): a picture is a t
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -147,8 +148,15 @@ def auto_scale(height: int, width: int, target: int = 96) -> int:
     return max(1, math.ceil(target / max(height, width)))
 
 
+@functools.cache
 def font(size: int = 11) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+    """DejaVu Sans (shipped with matplotlib), else Pillow's default font."""
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), size)
+    except (ImportError, OSError, ValueError):
+        return ImageFont.load_default(size=size)
 
 
 def add_text_rows(picture: np.ndarray, lines: Sequence[str], where: str = "bottom") -> Image.Image:

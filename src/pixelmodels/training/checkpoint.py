@@ -230,7 +230,9 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, 
     own = unwrap_model(model).state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"checkpoint {source} does not match the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise ValueError(
+            f"checkpoint {source} does not match the model: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     for k, v in state.items():
         if v.shape != own[k].shape:
             raise ValueError(

@@ -362,12 +362,14 @@ def train(
                 writer.metrics({
                     "step": step, "split": "train", "bits_per_dim": bits, "lr": lr,
                     "grad_norm": grad_norm.item(), "images_per_s": images_seen / (now - t_log),
+                    "elapsed_s": elapsed + now - t0,
                 })  # fmt: skip
                 t_log, images_seen = now, 0
             if step % cfg_t.eval_every == 0 or final:
                 valid_x, valid_y = valid_set.images[:n_valid], _labels(valid_set, n_valid)
                 result = dataset_nll(eval_model, valid_x, valid_y, cfg_d.eval_batch_size)
-                writer.metrics({"step": step, "split": "valid", **result.to_dict()})
+                wall = elapsed + time.perf_counter() - t0
+                writer.metrics({"step": step, "split": "valid", **result.to_dict(), "elapsed_s": wall})
                 if progress:
                     bar.write(f"step {step}: valid {result.bits_per_dim:.4f} bits/dim")
                 if result.bits_per_dim < best_bpd:
@@ -423,4 +425,8 @@ def finish(run_dir: Path, config: RunConfig, writer: RunWriter | None = None) ->
         "train_time_s": last_meta["state"]["elapsed_s"],
     }
     writer.results(results)
+    if writer.enabled:  # the bits/dim curves (vs step and wall time) beside the results
+        from pixelmodels.report import plot_run
+
+        plot_run(run_dir)
     return results
