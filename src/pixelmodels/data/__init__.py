@@ -8,7 +8,7 @@
 See docs/data.md for every data set, its splits and where its files go.
 """
 
-from pixelmodels.data import builtin  # noqa: F401  (importing registers the data sets)
+from pixelmodels.data import builtin, cifar, files, mnist  # noqa: F401  (importing registers the data sets)
 from pixelmodels.data.dataset import (
     SPLITS,
     ImageDataset,

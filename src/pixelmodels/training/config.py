@@ -74,6 +74,7 @@ class TrainConfig:
     num_samples: int = 64  # images in each sample grid
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    num_threads: int | None = None  # torch CPU threads for this process (None: torch's default)
     precision: Precision = "fp32"  # bf16 / fp16 autocast on GPU; the log-likelihood is always float32
     compile: bool = False  # torch.compile the training forward pass
 
@@ -134,6 +135,8 @@ class RunConfig:
                 raise ValueError(f"data.{key} must be >= 1, got {getattr(self.data, key)}")
         if self.train.steps < 0:
             raise ValueError(f"train.steps must be >= 0, got {self.train.steps}")
+        if self.train.num_threads is not None and self.train.num_threads < 1:
+            raise ValueError(f"train.num_threads must be >= 1, got {self.train.num_threads}")
         for key in ("log_every", "eval_every", "checkpoint_every"):
             if getattr(self.train, key) < 1:
                 raise ValueError(f"train.{key} must be >= 1, got {getattr(self.train, key)}")

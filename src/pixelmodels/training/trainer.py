@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 # Keys that may change when a run is resumed: cadence, device and evaluation details, not what is learned.
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.eval_every", "train.sample_every", "train.checkpoint_every",
-    "train.num_samples", "train.device", "train.precision", "train.compile", "data.data_dir",
+    "train.num_samples", "train.num_threads", "train.device", "train.precision", "train.compile", "data.data_dir",
     "data.eval_batch_size", "data.max_eval_images",
 }  # fmt: skip
 
@@ -195,25 +195,30 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float, step: int) 
     """Polyak average; the decay ramps up as (1 + t) / (10 + t) so early steps do not dominate short runs."""
     d = min(decay, (1 + step) / (10 + step))
     torch._foreach_lerp_(list(ema_model.parameters()), list(model.parameters()), 1.0 - d)
-    for e, b in zip(ema_model.buffers(), model.buffers()):
+    for e, b in zip(ema_model.buffers(), model.buffers(), strict=True):
         e.copy_(b)
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing run needs --resume (continue) or --overwrite (replace)."""
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Refuse to mix runs: an existing run needs --resume (continue) or --overwrite (replace).
+
+    Returns True when an old run is to be deleted (``overwrite``); nothing is deleted here.
+    """
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
-    holds_run = (run_dir / "config.json").exists()
     if resume:
         if not (run_dir / "checkpoints" / "last.json").exists():
             raise FileNotFoundError(f"nothing to resume in {run_dir}: no checkpoints/last.json")
-        return
+        return False
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"{run_dir} exists and is not a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not holds_run:
+        if not (run_dir / "config.json").exists():
             raise FileExistsError(f"{run_dir} exists, is not empty and is not a pixelmodels run; choose another --out")
         if not overwrite:
             raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite")
-        shutil.rmtree(run_dir)
+        return True
+    return False
 
 
 def _config_changes(old: dict, new: dict) -> list[str]:
@@ -253,11 +258,21 @@ def train(
         NonFiniteLossError: the loss became NaN/inf; the message names the step.
         ValueError, FileExistsError, FileNotFoundError: bad config, data set or run directory.
     """
+    threads = torch.get_num_threads()
+    try:
+        if config.train.num_threads is not None:
+            torch.set_num_threads(config.train.num_threads)
+        return _train(config, out_dir, resume, overwrite, stop_after, progress)
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's process as it was
+
+
+def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     from pixelmodels.data import load_dataset
 
     config.validate()
     run_dir = Path(out_dir or Path("runs") / (config.preset or f"{config.model.name}-{config.data.dataset}"))
-    prepare_run_dir(run_dir, resume, overwrite)
+    clear_old_run = check_run_dir(run_dir, resume, overwrite)
     resume_meta, resume_tensors = ckpt.read_checkpoint(run_dir, "last") if resume else (None, None)
     if resume_meta is not None:
         bad = [k for k in _config_changes(resume_meta["config"], config.to_dict()) if k not in RESUMABLE_CHANGES]
@@ -293,6 +308,8 @@ def train(
     if cfg_t.precision != "fp32" and amp is None:
         logger.warning("train.precision=%s needs a GPU; training in fp32 on %s", cfg_t.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+    if clear_old_run and is_main_process():  # only now that the new run's config, data and model are good
+        shutil.rmtree(run_dir)
     writer = RunWriter(run_dir, is_main_process())
 
     step, best_bpd, best_step, elapsed = 0, math.inf, None, 0.0
