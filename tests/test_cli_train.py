@@ -107,7 +107,10 @@ def test_presets_command_lists_quickstart(capsys):
         (["sample", "{run}", "-n", "2", "--class", "3", "--out", "{tmp}/s.png"], "unconditional"),
         (["sample", "{tmp}/missing", "--out", "{tmp}/s.png"], "no run directory or checkpoint"),
         (["evaluate", "{run}", "--split", "everything"], "unknown split"),
-        (["complete", "{run}", "--image", "{tmp}/big.png", "--out", "{tmp}/c.png"], "is 9x8 pixels; the model takes 8x8"),
+        (
+            ["complete", "{run}", "--image", "{tmp}/big.png", "--out", "{tmp}/c.png"],
+            "is 9x8 pixels; the model takes 8x8",
+        ),
         (["complete", "{run}", "--image", "{tmp}/notes.txt", "--out", "{tmp}/c.png"], "cannot read image"),
         (["complete", "{run}", "--image", "{tmp}/big.png", "--keep-top", "2", "--out", "{tmp}/c.png"], "--keep-top"),
     ],

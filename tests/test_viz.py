@@ -384,6 +384,10 @@ def test_cli_plot_inspect_nll_map_report_on_a_run(tiny_run, tmp_path, capsys):
     expected = -model.log_prob(digit).item() / (64 * math.log(2))
     assert abs(printed - expected) < 1e-3
 
+    assert main(["nll-map", str(tiny_run), "--split", "test", "-n", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert "digits test #1" in capsys.readouterr().out
+    open_png(tmp_path / "s.png", (2 * 8 * 12 + 3 * 4 + 150, 2 * 8 * 12 + 3 * 4 + 12 + viz.TEXT_HEIGHT))
+
     assert main(["report", str(tiny_run)]) == 0
     text = (tiny_run / "report.md").read_text()
     for needle in ["test bits/dim", "report_files/curves.png", "report_files/completions.png", "digits test"]:

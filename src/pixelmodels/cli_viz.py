@@ -87,13 +87,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_nll_map(args: argparse.Namespace) -> int:
-    model, _ = load_model(args)
-    x = torch.stack([viz.load_image(p, model.image_shape, model.num_levels, args.resize) for p in args.image])
-    cond = None if args.class_label is None else torch.full((len(x),), args.class_label)
+    if (args.image is None) == (args.split is None):
+        raise ValueError("give images with --image, or --split SPLIT to take them from the run's data set")
+    model, run = load_model(args)
+    cond = None
+    if args.image is not None:
+        x = torch.stack([viz.load_image(p, model.image_shape, model.num_levels, args.resize) for p in args.image])
+        names = [Path(p).name for p in args.image]
+    else:
+        from pixelmodels.report import read_run_config, run_dataset
+
+        if run is None:
+            raise ValueError("--split needs a run directory (its data set), not --model")
+        if args.count < 1:
+            raise ValueError(f"-n must be >= 1, got {args.count}")
+        ds = run_dataset(read_run_config(run), args.split)
+        x = ds.images[: args.count].long()
+        names = [f"{ds.name} {args.split} #{i}" for i in range(len(x))]
+        if model.num_classes and ds.labels is not None:
+            cond = ds.labels[: args.count]
+    if args.class_label is not None:
+        cond = torch.full((len(x),), args.class_label)
     nll = explain.nll_map(model, x, cond)  # (B, H, W) bits
-    for path, bits in zip(args.image, nll, strict=True):
-        print(f"{path}: {bits.sum().item() / model.num_dims:.4f} bits/dim")
-    viz.save_nll_map(x, nll, args.out, model.num_levels, names=[Path(p).name for p in args.image])
+    for name, bits in zip(names, nll, strict=True):
+        print(f"{name}: {bits.sum().item() / model.num_dims:.4f} bits/dim")
+    print(f"mean: {nll.sum().item() / (len(x) * model.num_dims):.4f} bits/dim")
+    viz.save_nll_map(x, nll, args.out, model.num_levels, names=names)
     print(f"wrote {args.out}")
     return 0
 
@@ -108,6 +127,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pixelmodels.report import report
 
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
     out = report(args.run, args.out, num_samples=args.samples, seed=args.seed, split=args.split)
     print(f"wrote {out} and {out.with_suffix('.html')}")
     return 0
@@ -141,7 +162,9 @@ def add_commands(sub) -> None:
         "sets (v * K // 256); pictures written by pixelmodels map back exactly.",
     )
     _add_model_source(p)
-    p.add_argument("--image", action="append", required=True, metavar="IMG", help="an image file (repeatable)")
+    p.add_argument("--image", action="append", metavar="IMG", help="an image file (repeatable)")
+    p.add_argument("--split", help="instead of --image: take images from this split of the run's data set")
+    p.add_argument("-n", dest="count", type=int, default=4, help="how many images of --split (default 4)")
     p.add_argument("--resize", action="store_true", help="resize images of another size to the model's")
     p.add_argument("--class", dest="class_label", type=int, help="class label for a class-conditional model")
     p.add_argument("--out", required=True, metavar="PNG", help="where to write the heat maps")

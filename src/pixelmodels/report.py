@@ -272,16 +272,10 @@ def report(
     if isinstance(info.facts.get("training time (s)"), float):
         info.facts["training time (s)"] = f"{info.facts['training time (s)']:.1f}"
     if config and isinstance(config.get("data"), dict):
-        data = config["data"]
-        info.facts["data set"] = data.get("dataset")
+        info.facts["data set"] = config["data"].get("dataset")
         try:
-            from pixelmodels.data import load_dataset
-
-            ds = load_dataset(
-                data["dataset"], split, data_dir=data.get("data_dir"), num_levels=data.get("num_levels"),
-                **data.get("options", {}),
-            )  # fmt: skip
-            info.images, info.images_source = ds.images[:4], f"{data['dataset']} {split}"
+            ds = run_dataset(config, split)
+            info.images, info.images_source = ds.images[:4], f"{ds.name} {split}"
             info.labels = None if ds.labels is None else ds.labels[:4]
             if ds.class_names and model.num_classes == len(ds.class_names):
                 info.class_names = ds.class_names
@@ -289,6 +283,23 @@ def report(
             log.warning("no held-out images for the report: %s", err)
             info.facts["completions and NLL maps"] = f"skipped: {err}"
     return write_report(model, info, out or run_dir / "report.md", num_samples=num_samples, seed=seed)
+
+
+def run_dataset(config: dict | None, split: str):
+    """The ``split`` of a run's data set, as its config (``config.json``) describes it."""
+    if not config or not isinstance(config.get("data"), dict) or "dataset" not in config["data"]:
+        raise ValueError("the run has no data config (config.json) to take images from")
+    from pixelmodels.data import load_dataset
+
+    data = config["data"]
+    return load_dataset(
+        data["dataset"], split, data_dir=data.get("data_dir"), num_levels=data.get("num_levels"),
+        **data.get("options", {}),
+    )  # fmt: skip
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict | None:
+    return _read_json(Path(run_dir) / "config.json")
 
 
 def _read_json(path: Path) -> dict | None:
