@@ -102,7 +102,8 @@ def test_receptive_field_picture(tmp_path):
     rank = rank_map(model.order(), 3, 8, 10)
     path = viz.save_receptive_field(magnitude, context, rank, position, channel, tmp_path / "rf.png", scale=scale)
     panels = 3 + 1  # one per input channel, then the order
-    pixels = open_png(path, (panels * 10 * scale + (panels + 1) * pad, 8 * scale + 2 * pad + 3 * viz.TEXT_HEIGHT))
+    width = max(panels * 10 * scale + (panels + 1) * pad, viz.RF_MIN_WIDTH)
+    pixels = open_png(path, (width, 8 * scale + 2 * pad + 4 * viz.TEXT_HEIGHT))
     # the target is one red block; the blind spot is there (orange, 3 channels x its size); no leak is drawn
     inside = (scale - 1) ** 2  # a pixel's block minus its grid lines (drawn at scale >= 6)
     assert colour_count(pixels, viz.TARGET) == inside
@@ -177,7 +178,7 @@ def test_completion_grid_keeps_the_given_half(tmp_path):
     assert torch.equal(completions[:, :, :, :3], x[:, None, :, :3].expand(2, 3, 1, 3, 6))
     scale, pad = 4, 2
     path = viz.save_completion_grid(x, completions, mask, tmp_path / "c.png", 4, scale=scale, pad=pad)
-    open_png(path, (5 * 6 * scale + 6 * pad, 2 * 6 * scale + 3 * pad + viz.TEXT_HEIGHT))
+    open_png(path, (max(5 * 6 * scale + 6 * pad, viz.HEADER_MIN_WIDTH), 2 * 6 * scale + 3 * pad + viz.TEXT_HEIGHT))
 
 
 class ToyConditional(PixelCNN):
@@ -298,7 +299,7 @@ def test_cli_inspect_untrained_model(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "total" in text and "raster" in text and "blind" in text
     scale = viz.auto_scale(8, 10, 160)
-    pixels = open_png(out, (2 * 10 * scale + 3 * 4, 8 * scale + 8 + 3 * viz.TEXT_HEIGHT))
+    pixels = open_png(out, (max(2 * 10 * scale + 3 * 4, viz.RF_MIN_WIDTH), 8 * scale + 8 + 4 * viz.TEXT_HEIGHT))
     assert colour_count(pixels, viz.BLIND) > 0 and colour_count(pixels, viz.LEAK) == 0
 
 
@@ -372,7 +373,7 @@ def test_cli_plot_inspect_nll_map_report_on_a_run(tiny_run, tmp_path, capsys):
     assert main(["inspect", str(tiny_run), "--position", "3,3", "--out", str(tmp_path / "rf.png")]) == 0
     assert "raster" in capsys.readouterr().out
     scale = viz.auto_scale(8, 8, 160)
-    open_png(tmp_path / "rf.png", (2 * 8 * scale + 3 * 4, 8 * scale + 8 + 3 * viz.TEXT_HEIGHT))
+    open_png(tmp_path / "rf.png", (max(2 * 8 * scale + 3 * 4, viz.RF_MIN_WIDTH), 8 * scale + 8 + 4 * viz.TEXT_HEIGHT))
 
     model = pixelmodels.load_checkpoint(tiny_run)
     from pixelmodels.data import load_dataset

@@ -30,6 +30,8 @@ BLIND = (255, 170, 0)  # earlier sub-pixels it could use but does not see (the P
 FUTURE = (225, 225, 225)  # sub-pixels at or after it in the generation order (must never be seen)
 LEAK = (255, 0, 255)  # a future sub-pixel that influences it: a causality bug, never expected
 TEXT_HEIGHT = 14
+RF_MIN_WIDTH = 360  # room for the receptive-field legend
+HEADER_MIN_WIDTH = 180  # room for the completion grid's header
 BACKGROUND = 255
 
 
@@ -159,11 +161,12 @@ def font(size: int = 11) -> ImageFont.ImageFont:
         return ImageFont.load_default(size=size)
 
 
-def add_text_rows(picture: np.ndarray, lines: Sequence[str], where: str = "bottom") -> Image.Image:
-    """Add ``len(lines)`` text strips of TEXT_HEIGHT pixels below (or above) a picture."""
+def add_text_rows(picture: np.ndarray, lines: Sequence[str], where: str = "bottom", min_width: int = 0) -> Image.Image:
+    """Add ``len(lines)`` text strips of TEXT_HEIGHT pixels below (or above) a picture, widening the canvas to
+    ``min_width`` (picture left-aligned) so the text fits."""
     h, w = picture.shape[:2]
     extra = TEXT_HEIGHT * len(lines)
-    canvas = Image.new("RGB", (w, h + extra), (BACKGROUND,) * 3)
+    canvas = Image.new("RGB", (max(w, min_width), h + extra), (BACKGROUND,) * 3)
     top = 0 if where == "bottom" else extra
     canvas.paste(Image.fromarray(picture), (0, top))
     draw = ImageDraw.Draw(canvas)
@@ -251,7 +254,8 @@ def save_completion_grid(
 ) -> Path:
     """One row per image: the given part (hidden part dimmed), N completions, then the original.
 
-    Size: B rows and N+2 columns of (H*scale x W*scale) cells, plus a header strip of TEXT_HEIGHT pixels.
+    Size: B rows and N+2 columns of (H*scale x W*scale) cells (at least HEADER_MIN_WIDTH wide), plus a header
+    strip of TEXT_HEIGHT pixels.
     """
     b, n = completions.shape[:2]
     if originals.shape[0] != b or tuple(originals.shape[1:]) != tuple(completions.shape[2:]):
@@ -263,8 +267,8 @@ def save_completion_grid(
     done = to_rgb(completions.reshape(b * n, *completions.shape[2:]), num_levels).reshape(b, n, *shown.shape[1:])
     rows = [[upscale(given[i], scale)] + [upscale(c, scale) for c in done[i]] + [upscale(shown[i], scale)]
             for i in range(b)]  # fmt: skip
-    header = f"given | {n} completions | original"
-    return write_png(add_text_rows(tile(rows, pad), [header], where="top"), path)
+    header = "given | completions | original"
+    return write_png(add_text_rows(tile(rows, pad), [header], where="top", min_width=HEADER_MIN_WIDTH), path)
 
 
 @torch.no_grad()
@@ -405,8 +409,8 @@ def save_receptive_field(
         magnitude: (C, H, W) gradient magnitudes (``explain.receptive_field``); > 0 means "influences".
         context: (C, H, W) bool, the sub-pixels generated before the target (``explain.context_mask``).
         rank: (C, H, W) generation step of each sub-pixel (``ordering.rank_map``).
-    Size: (C+1) panels of (H*scale x W*scale) in one row with ``pad`` between, plus 3 text strips below
-    (title, legend, counts) of TEXT_HEIGHT pixels each.
+    Size: (C+1) panels of (H*scale x W*scale) in one row with ``pad`` between and around (at least
+    RF_MIN_WIDTH wide), plus 4 text strips below (title, panels, legend with counts) of TEXT_HEIGHT pixels.
     """
     c, h, w = magnitude.shape
     scale = scale or auto_scale(h, w, 160)
@@ -417,11 +421,11 @@ def save_receptive_field(
     names = "RGB" if c == 3 else [str(i) for i in range(c)]
     lines = [
         title or f"receptive field of channel {channel} at (h={position[0]}, w={position[1]})",
-        "panels: input channel " + ", ".join(names) + " | generation order (dark = early)",
-        f"red target, blue seen {int((seen & context).sum())}, orange blind {int((~seen & context).sum())}, "
-        f"grey future, magenta leak {int((seen & ~context).sum())}",
+        "panels: input channel " + ", ".join(names) + " | generation order",
+        f"red: target   blue: seen ({int((seen & context).sum())})   orange: blind ({int((~seen & context).sum())})",
+        f"grey: later in the order   magenta: leak ({int((seen & ~context).sum())})",
     ]
-    return write_png(add_text_rows(picture, lines), path)
+    return write_png(add_text_rows(picture, lines, min_width=RF_MIN_WIDTH), path)
 
 
 # ----- per-pixel NLL heat maps ------------------------------------------------------------------------------
