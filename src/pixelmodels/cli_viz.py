@@ -95,17 +95,18 @@ def cmd_nll_map(args: argparse.Namespace) -> int:
         x = torch.stack([viz.load_image(p, model.image_shape, model.num_levels, args.resize) for p in args.image])
         names = [Path(p).name for p in args.image]
     else:
-        from pixelmodels.report import read_run_config, run_dataset
+        from pixelmodels.report import read_run_config, run_dataset, spread
 
         if run is None:
             raise ValueError("--split needs a run directory (its data set), not --model")
         if args.count < 1:
             raise ValueError(f"-n must be >= 1, got {args.count}")
         ds = run_dataset(read_run_config(run), args.split)
-        x = ds.images[: args.count].long()
-        names = [f"{ds.name} {args.split} #{i}" for i in range(len(x))]
+        idx = spread(len(ds), args.count)
+        x = ds.images[idx].long()
+        names = [f"{ds.name} {args.split} #{i}" for i in idx.tolist()]
         if model.num_classes and ds.labels is not None:
-            cond = ds.labels[: args.count]
+            cond = ds.labels[idx]
     if args.class_label is not None:
         cond = torch.full((len(x),), args.class_label)
     nll = explain.nll_map(model, x, cond)  # (B, H, W) bits
@@ -163,7 +164,9 @@ def add_commands(sub) -> None:
     )
     _add_model_source(p)
     p.add_argument("--image", action="append", metavar="IMG", help="an image file (repeatable)")
-    p.add_argument("--split", help="instead of --image: take images from this split of the run's data set")
+    p.add_argument(
+        "--split", help="instead of --image: take -n images spread evenly over this split of the run's data set"
+    )
     p.add_argument("-n", dest="count", type=int, default=4, help="how many images of --split (default 4)")
     p.add_argument("--resize", action="store_true", help="resize images of another size to the model's")
     p.add_argument("--class", dest="class_label", type=int, help="class label for a class-conditional model")

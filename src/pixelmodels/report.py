@@ -275,14 +275,24 @@ def report(
         info.facts["data set"] = config["data"].get("dataset")
         try:
             ds = run_dataset(config, split)
-            info.images, info.images_source = ds.images[:4], f"{ds.name} {split}"
-            info.labels = None if ds.labels is None else ds.labels[:4]
+            idx = spread(len(ds), 4)
+            info.images, info.images_source = ds.images[idx], f"{ds.name} {split}"
+            info.labels = None if ds.labels is None else ds.labels[idx]
             if ds.class_names and model.num_classes == len(ds.class_names):
                 info.class_names = ds.class_names
         except (ValueError, FileNotFoundError) as err:
             log.warning("no held-out images for the report: %s", err)
             info.facts["completions and NLL maps"] = f"skipped: {err}"
     return write_report(model, info, out or run_dir / "report.md", num_samples=num_samples, seed=seed)
+
+
+def spread(total: int, n: int) -> torch.Tensor:
+    """``n`` indices spread evenly over ``range(total)`` (first and last included): a few images that are not
+    all alike when a split is sorted (binarized MNIST is ordered by digit)."""
+    if total < 1:
+        raise ValueError("the split has no images")
+    n = min(n, total)
+    return torch.linspace(0, total - 1, n).round().long().unique()
 
 
 def run_dataset(config: dict | None, split: str):
