@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,5 +218,60 @@ def test_save_grid_layout(tmp_path):
     path = save_grid(images, tmp_path / "g.png", num_levels=17, nrow=3, scale=2)
     with Image.open(path) as img:
         assert img.size == (3 * 17 + 1, 2 * 17 + 1) and img.mode == "L"
-        pixels = torch.from_numpy(__import__("numpy").asarray(img)).long()
+        pixels = torch.from_numpy(np.array(img)).long()
     assert torch.equal(pixels[1:17:2, 1:17:2], (images[0, 0].double() * 255 / 16).round().long())
+
+
+@pytest.mark.parametrize("name", [n for n in __import__("pixelmodels").training.PRESETS if n != "quickstart"])
+def test_paper_presets_take_a_step(name, tmp_path, shared_data_dir):
+    """Each paper preset, unchanged but for the step count, trains one step where its data is present."""
+    from pixelmodels.data import dataset_info
+
+    config = apply_overrides(get_preset(name), [f"data.data_dir={shared_data_dir}", "train.device=cpu"])
+    if dataset_info(config.data.dataset, data_dir=shared_data_dir)["files_present"] is False:
+        pytest.skip(f"{config.data.dataset} files not in {shared_data_dir}")
+    run = train(config, tmp_path / "run", stop_after=1)
+    meta, _ = ckpt.read_checkpoint(run, "last")
+    assert meta["step"] == 1 and meta["model"]["num_layers"] == config.model.hparams["num_layers"]
+
+
+def test_tensorboard_events_when_installed(tmp_path, monkeypatch):
+    """tensorboard is not installed here: a stand-in SummaryWriter checks what the trainer sends it."""
+    import sys
+    import types
+
+    calls = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    train(tiny_config("train.steps=2", "train.eval_every=2"), tmp_path / "run")
+    assert calls[0] == ("init", str(tmp_path / "run" / "tensorboard")) and calls[-1] == ("close",)
+    assert (
+        ("train/bits_per_dim", 2) in calls and ("valid/bits_per_dim", 2) in calls and ("test/bits_per_dim", 2) in calls
+    )
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(saved_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(saved_run, run)
+    model = pixelmodels.load_checkpoint(run, which="last", weights="raw")
+
+    def crash(path, text):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "atomic_write_text", crash)  # the JSON (commit point) never lands
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(run / "checkpoints", "last", step=3, model=model, ema_model=None, run_config={})
+    meta, _ = ckpt.read_checkpoint(run, "last")
+    assert meta["step"] == 2

@@ -4,8 +4,9 @@ Files: ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and (optional, for c
 ``<data_dir>/cifar-10-batches-py/`` (or ``<data_dir>/cifar10/cifar-10-batches-py/``, ``<data_dir>/cifar10/``,
 ``<data_dir>``). Each batch is a pickled dict written by Python 2: ``b"data"`` a uint8 array (10000, 3072) whose
 rows are 1024 red, 1024 green then 1024 blue values, each plane row-major 32x32; ``b"labels"`` a list of ints
-0-9; ``b"filenames"``; ``b"batch_label"``. Splits: train = the first 45000 of the 50000 training images
-(batches 1-5 in order), valid = the last 5000 (the end of ``data_batch_5``), test = ``test_batch`` (10000).
+0-9; ``b"filenames"``; ``b"batch_label"``. Splits: the training images of batches 1-5 in order are cut into
+train = all but the last tenth (the first 45000 of the official 50000) and valid = the last tenth (the last 5000,
+the end of ``data_batch_5``); test = ``test_batch`` (10000).
 
 Pickle can run arbitrary code, so the batches are never read with ``pickle.load``: :func:`safe_load` resolves
 only numpy's array and dtype reconstructors (``numpy.core.multiarray._reconstruct`` as Python 2 wrote it, or
@@ -33,7 +34,7 @@ CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 CIFAR_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
-CIFAR_VALID = 5000
+CIFAR_VALID_FRACTION = 10  # valid = the last 1/10 of the training images (5000 of 50000)
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 try:  # numpy >= 2 moved numpy.core to numpy._core
@@ -161,7 +162,7 @@ def _download(data_dir: Path) -> Path:
         for member in tar.getmembers():
             if member.isfile() and member.name in wanted:
                 target = folder / Path(member.name).name
-                tmp = target.with_suffix(".part")
+                tmp = target.with_name(target.name + ".part")
                 tmp.write_bytes(tar.extractfile(member).read())
                 os.replace(tmp, target)
     return folder
@@ -179,7 +180,7 @@ def _class_names(folder: Path) -> list[str]:
 
 
 def load_cifar10(split: str, data_dir: Path, download: bool = False) -> ImageDataset:
-    names = {"train": TRAIN_BATCHES, "valid": ["data_batch_5"], "test": ["test_batch"]}[split]
+    names = ["test_batch"] if split == "test" else TRAIN_BATCHES
     folder = _batch_dir(data_dir, names)
     if folder is None:
         if not download:
@@ -188,10 +189,10 @@ def load_cifar10(split: str, data_dir: Path, download: bool = False) -> ImageDat
     parts = [read_batch(folder / n) for n in names]
     images = np.concatenate([p[0] for p in parts])  # (N, 3, 32, 32)
     labels = np.concatenate([p[1] for p in parts])  # (N,)
-    if split == "train":
-        images, labels = images[:-CIFAR_VALID], labels[:-CIFAR_VALID]
-    elif split == "valid":
-        images, labels = images[-CIFAR_VALID:], labels[-CIFAR_VALID:]
+    if split != "test":
+        cut = len(images) - len(images) // CIFAR_VALID_FRACTION
+        part = slice(0, cut) if split == "train" else slice(cut, None)
+        images, labels = images[part], labels[part]
     x = torch.from_numpy(np.ascontiguousarray(images))
     return ImageDataset(
         x, torch.from_numpy(labels), 256, name="cifar10", split=split, num_classes=10, class_names=_class_names(folder)
@@ -211,7 +212,7 @@ register_dataset(
         image_shape=(3, 32, 32),
         num_levels=256,
         num_classes=10,
-        splits={"train": 45000, "valid": CIFAR_VALID, "test": 10000},
+        splits={"train": 45000, "valid": 5000, "test": 10000},
         options={"download": False},
         files=_presence,
         url=CIFAR_URL,

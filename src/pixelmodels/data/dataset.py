@@ -7,6 +7,7 @@ values in ``[0, num_levels)``, with labels where the source has them. See docs/d
 from __future__ import annotations
 
 import logging
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 DATA_ENV = "PIXELMODELS_DATA"
+QUANTIZE_CHUNK = 4096  # images per step of quantize()
 
 
 class ImageDataset(Dataset):
@@ -86,14 +88,23 @@ def quantize(images: torch.Tensor, source_levels: int, num_levels: int) -> torch
     Each output level covers an equal share of the source levels (for 256 -> 2: 0..127 -> 0, 128..255 -> 1).
     Raises ValueError when ``num_levels > source_levels`` (that would invent values that never occur).
     """
-    if not isinstance(num_levels, int) or num_levels < 2:
-        raise ValueError(f"num_levels must be an integer >= 2, got {num_levels!r}")
+    try:
+        num_levels = operator.index(num_levels)  # ints, numpy integers; not floats
+    except TypeError:
+        raise ValueError(f"num_levels must be an integer, got {num_levels!r}") from None
+    if num_levels < 2:
+        raise ValueError(f"num_levels must be >= 2, got {num_levels}")
     if num_levels > source_levels:
         raise ValueError(f"num_levels={num_levels} exceeds the data set's {source_levels} levels")
     if num_levels == source_levels:
         return images
-    out = images.to(torch.int32) * num_levels // source_levels  # (N, C, H, W), no uint8 overflow
-    return out.to(torch.uint8)
+    if len(images) and int(images.max()) >= source_levels:
+        raise ValueError(f"value {int(images.max())} outside the source's {source_levels} levels")
+    table = (torch.arange(source_levels) * num_levels // source_levels).to(torch.uint8)  # (L,)
+    out = torch.empty(images.shape, dtype=torch.uint8)  # (N, C, H, W)
+    for start in range(0, len(images), QUANTIZE_CHUNK):  # chunks bound the int64 index memory for big maps
+        out[start : start + QUANTIZE_CHUNK] = table[images[start : start + QUANTIZE_CHUNK].long()]
+    return out
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -107,26 +118,12 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "pixelmodels"
 
 
-def find_dir(data_dir: Path, subdirs: tuple[str, ...], files: list[str]) -> Path | None:
-    """The first of ``data_dir/<subdir>`` (then ``data_dir`` itself) holding every one of ``files``."""
-    for candidate in [data_dir / s for s in subdirs] + [data_dir]:
-        if all((candidate / f).is_file() for f in files):
-            return candidate
-    return None
-
-
 def missing_files_error(name: str, files: list[str], directory: Path, url: str | None = None) -> FileNotFoundError:
     """The one-line error for absent data files: which files, where to put them, where to get them."""
     msg = f"{name}: missing {', '.join(files)}; put them in {directory}"
     if url:
         msg += f" (download from {url}, or pass download=True)"
     return FileNotFoundError(msg)
-
-
-def carve(n: int, split: str, valid: int, test: int = 0) -> slice:
-    """Index range of ``split`` when one array of ``n`` holds train, then valid, then test, in that order."""
-    train = n - valid - test
-    return {"train": slice(0, train), "valid": slice(train, train + valid), "test": slice(train + valid, n)}[split]
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

@@ -130,7 +130,8 @@ def load_folder(split: str, data_dir: Path, path: str | None = None, size: int =
 
 def _folder_presence(data_dir: Path, opts: dict) -> tuple[list[str], Path, bool]:
     root = _resolve(opts.get("path"), data_dir)
-    return ["*.png / *.jpg / *.jpeg"], root, root.is_dir() and bool(_images_under(root))
+    present = root.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.rglob("*"))  # stops at one
+    return ["*.png / *.jpg / *.jpeg"], root, present
 
 
 def _folder_sizes(opts: dict) -> dict[str, int | None]:
@@ -288,6 +289,8 @@ def load_npz(
         }[split]
     x = x[part]
     labels = None if labels is None else labels[part]
+    if len(x) == 0:
+        raise ValueError(f"{file}: split {split!r} is empty ({n} images in the file; see docs/data.md for the split)")
     if levels < 256 and len(x) and int(x.max()) >= levels:
         raise ValueError(f"{file}: value {int(x.max())} outside the {levels} levels given by levels=")
     num_classes = None

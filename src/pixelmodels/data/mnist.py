@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pixelmodels.data.dataset import DatasetSpec, ImageDataset, missing_files_error, register_dataset, to_tensor
-from pixelmodels.data.download import fetch
+from pixelmodels.data.download import ChecksumError, fetch
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _download(names: list[str], folder: Path, mirrors: tuple[str, ...], sums: di
             try:
                 paths.append(fetch(mirror + name, folder / name, sums[name]))
                 break
-            except OSError as err:
+            except (OSError, ChecksumError) as err:  # unreachable or corrupted mirror: try the next one
                 if i == len(mirrors) - 1:
                     raise
                 log.warning("%s; trying the next mirror", err)

@@ -111,9 +111,14 @@ class LogProbObjective(nn.Module):
 
 
 def wrap_model(model: nn.Module, config: RunConfig) -> nn.Module:
-    """The one place the model is wrapped for training: the log-likelihood objective, optionally compiled."""
-    objective = LogProbObjective(model)
-    return torch.compile(objective) if config.train.compile else objective
+    """The one place the model is wrapped for training: the log-likelihood objective.
+
+    ``train.compile`` compiles the model's ``network`` only: the contract's input checks (which read tensor
+    values) stay eager instead of breaking the graph, and parameter names keep no ``_orig_mod.`` prefix.
+    """
+    if config.train.compile:
+        model.network = torch.compile(model.network)
+    return LogProbObjective(model)
 
 
 class RunWriter:
@@ -290,8 +295,8 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     train_set = load_dataset(cfg_d.dataset, "train", **data_kwargs)
     valid_set = load_dataset(cfg_d.dataset, "valid", **data_kwargs)
     n_train = len(train_set.images) if cfg_d.max_train_images is None else min(cfg_d.max_train_images, len(train_set))
-    train_images = train_set.images[:n_train].to(device)  # (N, C, H, W) uint8
-    train_labels = None if train_set.labels is None else train_set.labels[:n_train].to(device)
+    train_images = train_set.images[:n_train]  # (N, C, H, W) uint8, stays on the CPU (may be memory-mapped)
+    train_labels = None if train_set.labels is None else train_set.labels[:n_train]
     n_valid = len(valid_set.images) if cfg_d.max_eval_images is None else min(cfg_d.max_eval_images, len(valid_set))
 
     model = build(
@@ -347,9 +352,9 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     model.train()
     try:
         while step < cfg_t.steps and (stop_after is None or step < stop_after):
-            idx = order.next_indices().to(device)
-            x = train_images[idx].long()  # (B, C, H, W)
-            cond = None if model.num_classes is None else train_labels[idx]
+            idx = order.next_indices()
+            x = train_images[idx].to(device).long()  # (B, C, H, W)
+            cond = None if model.num_classes is None else train_labels[idx].to(device)
             lr = learning_rate(step, config.optim, cfg_t.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -403,14 +408,15 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         writer.metrics({"step": step + 1, "split": "train", "event": "non_finite", "message": str(err)})
         last = run_dir / "checkpoints" / "last.json"
         kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+        writer.close()
         raise NonFiniteLossError(f"{err}; training stopped, {kept}") from None
     finally:
         bar.close()
-        writer.close()
     if step < cfg_t.steps:
         logger.info("stopped at step %d of %d; continue with --resume", step, cfg_t.steps)
-        return run_dir
-    finish(run_dir, config, writer)
+    else:
+        finish(run_dir, config, writer)
+    writer.close()
     return run_dir
 
 
