@@ -216,10 +216,12 @@ def test_read_curves_understands_the_usual_record_shapes():
         {"step": 20, "elapsed": 2.5, "valid_bpd": 1.7},
         {"step": 30, "split": "val", "bpd": 1.6, "time": 3.0},
         {"step": 30, "train_bpd": float("nan")},
+        {"step": 25, "valid_bpd": 1.65},  # no time: interpolated between steps 20 (2.0 s) and 30 (3.0 s)
     ]
     curves = read_curves(records)
     assert curves["train"]["bpd"] == [2.0, 1.5] and curves["train"]["time"] == [1.0, 2.0]
-    assert curves["validation"]["step"] == [20.0, 30.0] and curves["validation"]["time"] == [2.5, 3.0]
+    assert curves["validation"]["step"] == [20.0, 30.0, 25.0]
+    assert curves["validation"]["time"] == pytest.approx([2.5, 3.0, 2.5])
 
 
 def test_curve_plot(tmp_path):

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pixelmodels import explain, viz
@@ -29,6 +30,7 @@ from pixelmodels.viz import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
+TIME_KEYS = ("time", "elapsed", "wall_time", "elapsed_s", "seconds")
 SPLIT_NAMES = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation", "test": "test"}
 
 
@@ -72,12 +74,20 @@ def read_curves(records: Sequence[dict]) -> dict[str, dict[str, list[float]]]:
 
     Reads records like ``{"step": 100, "time": 12.5, "train_bpd": 1.3}``, ``{"step": 500, "valid_bpd": 1.2}``
     or ``{"split": "valid", "step": 500, "bpd": 1.2}``; the time key may be ``time``, ``elapsed``,
-    ``wall_time`` or ``elapsed_s`` (seconds since the start).
+    ``wall_time`` or ``elapsed_s`` (seconds since the start). A record without a time (the trainer logs it on
+    its train lines only) gets one interpolated in step from the records that have one.
     """
     curves: dict[str, dict[str, list[float]]] = {}
+    clock: dict[float, float] = {}  # step -> the first time logged at that step
+    for r in records:
+        if isinstance(r.get("step"), (int, float)) and (t := _time_of(r)) is not None:
+            clock.setdefault(float(r["step"]), t)
+    clock_steps = sorted(clock)
     for r in records:
         step = r.get("step")
-        t = next((r[k] for k in ("time", "elapsed", "wall_time", "elapsed_s", "seconds") if k in r), None)
+        t = _time_of(r)
+        if t is None and clock and step is not None:  # e.g. validation lines: the time of the nearby train lines
+            t = float(np.interp(float(step), clock_steps, [clock[s] for s in clock_steps]))
         for key, value in r.items():
             split = _split_of(r, key)
             if split is None or step is None or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -88,6 +98,11 @@ def read_curves(records: Sequence[dict]) -> dict[str, dict[str, list[float]]]:
             if t is not None:
                 c["time"].append(float(t))
     return curves
+
+
+def _time_of(record: dict) -> float | None:
+    t = next((record[k] for k in TIME_KEYS if k in record), None)
+    return float(t) if isinstance(t, (int, float)) else None
 
 
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:

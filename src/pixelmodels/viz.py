@@ -197,7 +197,8 @@ def save_grid(
         raise ValueError(f"nrow must be >= 1, got {nrow}")
     scale = scale or max(1, math.ceil(32 / h))
     cells = [upscale(c, scale) for c in to_rgb(images, num_levels)]
-    return write_png(tile([cells[i : i + nrow] for i in range(0, len(cells), nrow)], padding), path)
+    grid = tile([cells[i : i + nrow] for i in range(0, len(cells), nrow)], padding)  # (H', W', 3)
+    return write_png(grid[:, :, 0] if images.shape[1] == 1 else grid, path)  # grey images -> an 8-bit grey PNG
 
 
 def to_uint8(images: torch.Tensor, num_levels: int) -> np.ndarray:

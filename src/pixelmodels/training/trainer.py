@@ -390,8 +390,7 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
             if step % cfg_t.eval_every == 0 or final:
                 valid_x, valid_y = valid_set.images[:n_valid], _labels(valid_set, n_valid)
                 result = dataset_nll(eval_model, valid_x, valid_y, cfg_d.eval_batch_size)
-                wall = elapsed + time.perf_counter() - t0
-                writer.metrics({"step": step, "split": "valid", **result.to_dict(), "elapsed_s": wall})
+                writer.metrics({"step": step, "split": "valid", **result.to_dict()})
                 if progress:
                     bar.write(f"step {step}: valid {result.bits_per_dim:.4f} bits/dim")
                 if result.bits_per_dim < best_bpd:
