@@ -47,6 +47,8 @@ class DataConfig:
     eval_batch_size: int = 256
     max_train_images: int | None = None  # use only the first N training images (quick experiments, tests)
     max_eval_images: int | None = None  # cap the validation images scored during training (test is never capped)
+    valid_split: str = "valid"  # scored during training, picks the best checkpoint
+    test_split: str = "test"  # scored once at the end, with the best checkpoint
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -293,7 +293,7 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
 
     data_kwargs = dict(data_dir=cfg_d.data_dir, num_levels=cfg_d.num_levels, **cfg_d.options)
     train_set = load_dataset(cfg_d.dataset, "train", **data_kwargs)
-    valid_set = load_dataset(cfg_d.dataset, "valid", **data_kwargs)
+    valid_set = load_dataset(cfg_d.dataset, cfg_d.valid_split, **data_kwargs)
     n_train = len(train_set.images) if cfg_d.max_train_images is None else min(cfg_d.max_train_images, len(train_set))
     train_images = train_set.images[:n_train]  # (N, C, H, W) uint8, stays on the CPU (may be memory-mapped)
     train_labels = None if train_set.labels is None else train_set.labels[:n_train]
@@ -432,7 +432,7 @@ def finish(run_dir: Path, config: RunConfig, writer: RunWriter | None = None) ->
     meta, tensors = ckpt.read_checkpoint(run_dir, "best")
     model = ckpt.model_from_checkpoint(meta, tensors, "ema", str(run_dir)).to(device)
     d = config.data
-    test_set = load_dataset(d.dataset, "test", data_dir=d.data_dir, num_levels=d.num_levels, **d.options)
+    test_set = load_dataset(d.dataset, d.test_split, data_dir=d.data_dir, num_levels=d.num_levels, **d.options)
     test: NLLResult = dataset_nll(model, test_set.images, test_set.labels, d.eval_batch_size)
     writer.metrics({"step": meta["step"], "split": "test", **test.to_dict()})
     g = torch.Generator(device).manual_seed(config.train.seed)
@@ -440,7 +440,7 @@ def finish(run_dir: Path, config: RunConfig, writer: RunWriter | None = None) ->
     writer.grid(model.sample(n, cond=_sample_cond(model, n, device), generator=g), "samples.png", model.num_levels)
     last_meta = json.loads((run_dir / "checkpoints" / "last.json").read_text())
     results = {
-        "test": {**test.to_dict(), "split": "test"},
+        "test": {**test.to_dict(), "split": d.test_split},
         "best_step": meta["step"],
         "best_valid_bits_per_dim": meta["state"]["best_valid_bits_per_dim"],
         "steps": last_meta["step"],
