@@ -48,6 +48,14 @@ def colour_count(pixels: np.ndarray, colour) -> int:
     return int((pixels == np.array(colour, np.uint8)).all(-1).sum())
 
 
+def accepts(variant, shape, k) -> bool:
+    """``variant.accepts`` with the level count where the Variant type takes one."""
+    try:
+        return variant.accepts(shape, k)
+    except TypeError:
+        return variant.accepts(shape)
+
+
 def tiny_pixelcnn(shape=(1, 8, 10), k=4, **kw):
     return pixelmodels.build("pixelcnn", image_shape=shape, num_levels=k, hidden_channels=6, num_layers=2, **kw)
 
@@ -73,8 +81,10 @@ def test_pixelcnn_receptive_field_has_the_blind_spot():
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("shape,k", [((1, 4, 4), 2), ((3, 4, 4), 4)], ids=["gray", "rgb"])
 def test_receptive_field_is_causal_for_every_model(variant, shape, k):
-    if not variant.accepts(shape):
-        pytest.skip(f"{variant.id} does not take shape {shape}")
+    if not accepts(variant, shape, k):
+        pytest.skip(f"{variant.id} does not take shape {shape} with {k} levels")
+    if getattr(variant, "skip_causality", None):
+        pytest.skip(variant.skip_causality)
     model = build_variant(variant, shape, k)
     rank = rank_map(model.order(), *shape)
     for channel in sorted({0, shape[0] - 1}):
@@ -116,15 +126,30 @@ def test_receptive_field_picture(tmp_path):
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 def test_nll_map_sums_to_the_log_likelihood(variant):
     shape, k = (3, 4, 4), 4
-    if not variant.accepts(shape):
-        pytest.skip(f"{variant.id} does not take shape {shape}")
+    if not accepts(variant, shape, k):
+        pytest.skip(f"{variant.id} does not take shape {shape} with {k} levels")
     model = build_variant(variant, shape, k).eval()
     x = torch.randint(k, (3, *shape))
+    if getattr(variant, "skip_causality", None) and not hasattr(model, "log_prob_map"):
+        # no single step per sub-pixel (e.g. SPN depth upscaling): without a per-pixel map, a clear error
+        with pytest.raises(ValueError, match="log_prob_map"):
+            explain.nll_map(model, x)
+        return
     nll = explain.nll_map(model, x)
     assert nll.shape == (3, 4, 4) and (nll >= 0).all()
     with torch.no_grad():
         expected = -model.log_prob(x) / math.log(2)
     torch.testing.assert_close(nll.sum((1, 2)), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_nll_map_refuses_a_model_whose_log_prob_is_not_its_heads():
+    class Tilted(PixelCNN):  # log_prob adds a constant: the head's per-pixel terms no longer sum to it
+        def log_prob(self, x, cond=None):
+            return super().log_prob(x, cond) - 1.0
+
+    model = Tilted((1, 4, 4), 4, hidden_channels=4, num_layers=1)
+    with pytest.raises(ValueError, match="log_prob_map"):
+        explain.nll_map(model, torch.randint(4, (2, 1, 4, 4)))
 
 
 def test_nll_map_picture(tmp_path):

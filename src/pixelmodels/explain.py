@@ -119,16 +119,28 @@ def summarize_field(magnitude: torch.Tensor, context: torch.Tensor, position: tu
 def nll_map(model, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pixel negative log-likelihood in bits, summed over channels: (B, H, W).
 
-    ``nll_map(model, x).sum((1, 2)) == -model.log_prob(x) / ln 2`` (for models whose log_prob is the sum of
-    their head's log-probabilities, which is the contract).
+    Uses ``model.log_prob_map(x, cond) -> (B, C, H, W)`` nats when the model defines one (a model whose
+    ``log_prob`` is not the sum of its head's log-probabilities, e.g. SPN with depth upscaling, must), else
+    ``head.log_prob(model(x), x)``. The map is checked against ``model.log_prob``: it always sums to
+    ``-log_prob / ln 2`` per image, or a ValueError says the model has no per-pixel decomposition.
     """
     was_training = model.training
     model.eval()
     try:
-        params = model(x, cond)  # (B, P, H, W); checks x and cond
-        logp = model.head.log_prob(params.float(), x)  # (B, C, H, W) nats
+        if hasattr(model, "log_prob_map"):
+            logp = model.log_prob_map(x, cond)  # (B, C, H, W) nats
+        else:
+            params = model(x, cond)  # (B, P, H, W); checks x and cond
+            logp = model.head.log_prob(params.float(), x)  # (B, C, H, W) nats
+        total = model.log_prob(x, cond).double()  # (B,)
     finally:
         model.train(was_training)
+    mismatch = (logp.double().sum((1, 2, 3)) - total).abs().max().item()
+    if mismatch > 1e-3 * max(1.0, total.abs().max().item()):
+        raise ValueError(
+            f"model {model.model_name!r} does not split its log-likelihood over pixels through its head "
+            f"(off by {mismatch:.3g} nats); it needs a log_prob_map(x, cond) method for NLL maps"
+        )
     return -logp.sum(1) / math.log(2.0)  # (B, H, W) bits
 
 
@@ -179,4 +191,9 @@ def summarize(model, position: tuple[int, int], channel: int = 0, magnitude: tor
     lines.append(f"generation order: {describe_order(model)}")
     field = summarize_field(magnitude, context_mask(model, position, channel), position)
     lines.append(f"receptive field of channel {channel} at {tuple(position)}: {field}")
+    if field.seen == 0 and field.context > 0:
+        lines.append(
+            "  no gradient reaches the inputs: this network is not differentiable in its inputs here (e.g. SPN "
+            "with depth upscaling rounds them), so its receptive field cannot be measured by gradients"
+        )
     return "\n".join(lines)
