@@ -431,3 +431,13 @@ def test_cli_run_commands_fail_cleanly_on_bad_runs(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "empty")]) == 2
     assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == []
+
+
+def test_write_report_for_a_class_conditional_model(tmp_path):
+    model = ToyConditional((1, 4, 4), 4, hidden_channels=4, num_layers=1)
+    info = RunInfo(title="toy", images=torch.randint(4, (2, 1, 4, 4)), labels=torch.tensor([0, 2]), images_source="x")
+    info.class_names = ["zero", "one", "two"]
+    text = write_report(model, info, tmp_path / "r.md", num_samples=4, num_completions=1).read_text()
+    assert "r_files/classes.png" in text and "samples.png" not in text
+    with Image.open(tmp_path / "r_files" / "classes.png") as img:
+        assert img.size == (28 + 2 * 4 * viz.auto_scale(4, 4, 64) + 3 * 2, 3 * 4 * viz.auto_scale(4, 4, 64) + 4 * 2)
