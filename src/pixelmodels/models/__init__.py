@@ -3,7 +3,9 @@
 from pixelmodels.models import (
     gated_pixelcnn,  # noqa: F401
     pixelcnn,  # noqa: F401
+    pixelcnn_pp,  # noqa: F401
     pixelrnn,  # noqa: F401
+    spn,  # noqa: F401
 )
 from pixelmodels.models.base import AutoregressiveModel
 

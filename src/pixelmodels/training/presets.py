@@ -82,6 +82,66 @@ PRESETS: dict[str, Preset] = {
             },
         },
     ),
+    # PixelCNN++ paper (Salimans et al. 2017): 2.92 bits/dim on CIFAR-10 test. openai/pixel-cnn train.py
+    # defaults: nr_resnet 5 (blocks per stage), nr_filters 160, nr_logistic_mix 10, dropout 0.5; Adam lr 1e-3
+    # with beta1 0.95, beta2 0.9995, lr x 0.999995 every step, Polyak averaging 0.9995, batch 12 per GPU on
+    # 8 GPUs (96), no gradient clipping. No exponential schedule here: cosine down to 0.08 * lr over 500k steps
+    # ends where the reference's decay is after 500k steps (0.999995^500000 = 0.082). 53.6M parameters; GPU.
+    "pixelcnn_pp-cifar10": Preset(
+        "PixelCNN++ on CIFAR-10 (paper: 2.92 bits/dim); GPU",
+        {
+            "model": {
+                "name": "pixelcnn_pp",
+                "hparams": {
+                    "hidden_channels": 160,
+                    "num_layers": 5,
+                    "num_resolutions": 3,
+                    "num_mixtures": 10,
+                    "dropout": 0.5,
+                },
+            },
+            "data": {"dataset": "cifar10", "batch_size": 96, "max_eval_images": 2000},
+            "optim": {
+                "lr": 1e-3,
+                "beta1": 0.95,
+                "beta2": 0.9995,
+                "schedule": "cosine",
+                "min_lr_ratio": 0.08,
+                "grad_clip": None,
+                "ema_decay": 0.9995,
+            },
+            "train": {
+                "steps": 500_000,
+                "eval_every": 10_000,
+                "sample_every": 10_000,
+                "checkpoint_every": 5000,
+                "num_samples": 16,
+                "precision": "bf16",
+            },
+        },
+    ),
+    # Small PixelCNN++ for CPU on the offline photos set (16x16 RGB patches): the F=32 model of
+    # benchmarks/pixelcnn_pp.py (4.90 test bits/dim after 300 steps there, docs/benchmarks.md), ~1M parameters,
+    # ~15 images/s on one core. Dropout 0: a few thousand steps on 1664 patches do not overfit.
+    # num_threads 1: on the shared 2-core machine 2 threads made small convolutions ~100x slower.
+    "pixelcnn_pp-photos": Preset(
+        "small PixelCNN++ on photos (16x16 RGB): CPU",
+        {
+            "model": {
+                "name": "pixelcnn_pp",
+                "hparams": {"hidden_channels": 32, "num_layers": 2, "num_mixtures": 5, "dropout": 0.0},
+            },
+            "data": {"dataset": "photos", "batch_size": 16, "options": {"size": 16}},
+            "optim": {"lr": 2e-3, "warmup_steps": 100, "schedule": "cosine", "ema_decay": 0.995},
+            "train": {
+                "steps": 3000,
+                "eval_every": 500,
+                "sample_every": 1000,
+                "checkpoint_every": 500,
+                "num_threads": 1,
+            },
+        },
+    ),
 }
 
 
