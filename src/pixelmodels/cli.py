@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from pixelmodels.cli_viz import add_commands as add_viz_commands
 from pixelmodels.registry import available_models, get_model_class, hyperparameters
 from pixelmodels.training.trainer import NonFiniteLossError
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="device to run the model on (same kind as when compressing)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=cmd_decompress)
+    add_viz_commands(sub)  # inspect, nll-map, plot, report
     return parser
 
 

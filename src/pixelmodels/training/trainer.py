@@ -384,6 +384,7 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
                 writer.metrics({
                     "step": step, "split": "train", "bits_per_dim": bits, "lr": lr,
                     "grad_norm": grad_norm.item(), "images_per_s": images_seen / (now - t_log),
+                    "elapsed_s": elapsed + now - t0,
                 })  # fmt: skip
                 t_log, images_seen = now, 0
             if step % cfg_t.eval_every == 0 or final:
@@ -446,4 +447,8 @@ def finish(run_dir: Path, config: RunConfig, writer: RunWriter | None = None) ->
         "train_time_s": last_meta["state"]["elapsed_s"],
     }
     writer.results(results)
+    if writer.enabled:  # the bits/dim curves (vs step and wall time) beside the results
+        from pixelmodels.report import plot_run
+
+        plot_run(run_dir)
     return results
