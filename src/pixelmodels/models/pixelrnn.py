@@ -101,6 +101,7 @@ class RowLSTMLayer(nn.Module):
         self.up = MaskedConv2d(h, 2 * h, 1, "B", groups)  # back to 2h for the residual (section 3.3)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """``image`` is unused (the Diagonal BiLSTM layer's call signature)."""
         gates_in = self.input_to_state(x)  # (B, 4h, H, W), all rows at once
         b, _, height, width = gates_in.shape
         hidden = x.new_zeros(b, gates_in.shape[1] // 4, width)  # (B, h, W): row -1
