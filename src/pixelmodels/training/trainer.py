@@ -518,6 +518,14 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
         writer.close()
         raise NonFiniteLossError(f"{err}; training stopped, {kept}") from None
+    except RuntimeError as err:  # includes torch.distributed's errors: timeouts, a peer that went away
+        if not ctx.enabled:
+            raise
+        raise RuntimeError(
+            f"rank {ctx.rank} of {ctx.world_size} stopped at step {step + 1}: {err}\n(in a distributed run a "
+            f"timeout or a closed connection means another rank crashed or hung; its own error is in its output; "
+            f"collectives time out after train.dist_timeout_s={config.train.dist_timeout_s:g} s)"
+        ) from err
     finally:
         bar.close()
         loader.close()
