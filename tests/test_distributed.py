@@ -1,9 +1,9 @@
 """DistributedDataParallel on the CPU (gloo, 127.0.0.1) with a tiny PixelCNN on digits.
 
 Two ranks started as forked processes with torchrun's environment variables (fast: torch is already imported)
-and once through torchrun itself. Checks: identical weights on both ranks, equal to one process with the same
-global batch; the validation figure equals the single-process one; resume with another world size; a rank that
-raises or hangs ends the run with a clear error within a bounded time; only rank 0 writes.
+and, marked slow, once through torchrun itself. Checks: identical weights on both ranks, equal to one process
+with the same global batch; the validation figure equals the single-process one; resume with another world
+size; a rank that raises or hangs ends the run with a clear error within a bounded time; only rank 0 writes.
 """
 
 import json
@@ -168,6 +168,7 @@ def test_hung_rank_times_out_with_a_clear_error(tmp_path):
     assert lines == [(1, "train"), (2, "train")]  # written once each: only rank 0 writes
 
 
+@pytest.mark.slow  # ~30 s here: torchrun's agent and two workers each import torch afresh (8 s at load 20)
 def test_torchrun_crashing_rank_ends_the_run(tmp_path):
     """The real launcher: ``python -m torch.distributed.run --nproc_per_node=2 ...``; rank 1 raises at step 2."""
     out = tmp_path / "run"
