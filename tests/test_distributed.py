@@ -185,3 +185,17 @@ def test_torchrun_crashing_rank_ends_the_run(tmp_path):
     assert "injected failure on rank 1 at step 2" in proc.stderr
     assert elapsed < 150  # three Python processes importing torch on a busy 2-core machine, then the error
     assert [(m["step"], m["split"]) for m in metrics(out)] == [(1, "train"), (2, "train")]
+
+
+def test_unused_parameters_are_found_before_wrapping():
+    """DDP needs ``find_unused_parameters`` for a model with a parameter its forward does not use."""
+    from pixelmodels import build
+    from pixelmodels.training.trainer import LogProbObjective, unused_parameters
+
+    model = build("pixelcnn", image_shape=(1, 4, 4), num_levels=3, hidden_channels=4, num_layers=1)
+    objective = LogProbObjective(model)
+    x = torch.randint(0, 3, (2, 1, 4, 4))
+    assert unused_parameters(objective, x, None) == []
+    model.spare = torch.nn.Linear(2, 2)
+    assert unused_parameters(objective, x, None) == ["model.spare.weight", "model.spare.bias"]
+    assert all(p.grad is None for p in model.parameters())  # the probe leaves no gradients behind

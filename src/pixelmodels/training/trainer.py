@@ -153,7 +153,24 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def wrap_model(model: nn.Module, config: RunConfig, ctx: DistContext | None = None) -> nn.Module:
+def unused_parameters(objective: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> list[str]:
+    """Names of trainable parameters that get no gradient from one forward/backward on ``x`` (e.g. a layer a
+    model builds but does not use with these hyper-parameters). Leaves gradients and the RNG as they were."""
+    params = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+    saved = [p.grad for _, p in params]
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        for _, p in params:
+            p.grad = None
+        objective(x, cond).sum().backward()
+        unused = [n for n, p in params if p.grad is None]
+    for (_, p), g in zip(params, saved, strict=True):
+        p.grad = g
+    return unused
+
+
+def wrap_model(
+    model: nn.Module, config: RunConfig, ctx: DistContext | None = None, example: tuple | None = None
+) -> nn.Module:
     """The one place the model is wrapped for training: the float32 log-likelihood objective, under
     autocast when ``train.precision`` asks, compiled when ``train.compile``, in DistributedDataParallel
     when the run has several processes.
@@ -166,7 +183,12 @@ def wrap_model(model: nn.Module, config: RunConfig, ctx: DistContext | None = No
         model.network = torch.compile(model.network)
     objective = LogProbObjective(model, amp_dtype(config.train.precision, device))
     if ctx is not None and ctx.enabled:
-        objective = DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
+        unused = unused_parameters(objective, *example) if example is not None else []
+        if unused:  # DDP then has to look for them after every backward (a graph traversal per step)
+            logger.info("parameters without gradient, DDP find_unused_parameters=True: %s", ", ".join(unused))
+        objective = DistributedDataParallel(
+            objective, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=bool(unused)
+        )
     return objective
 
 
@@ -439,7 +461,8 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         ckpt.set_rng_state(resume_meta["rng"], resume_tensors)
         writer.truncate_metrics(step)
         logger.info("resuming %s at step %d", run_dir, step)
-    objective = wrap_model(model, config, ctx)  # after loading: DDP broadcasts rank 0's weights at wrapping
+    example = (train_images[:1].to(device).long(), None if model.num_classes is None else train_labels[:1].to(device))
+    objective = wrap_model(model, config, ctx, example)  # after loading: DDP broadcasts rank 0's weights
     writer.config(config)
 
     def training_state() -> dict:
