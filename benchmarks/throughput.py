@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                 log.warning("%s %s failed: %s", name, precision, row["error"])
             rows.append(row)
 
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.6))
+    fig, ax = plt.subplots(figsize=(2.5 + 1.1 * len(names), 3.6))
     width = 0.8 / len(precisions)
     for i, precision in enumerate(precisions):
         values = [
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     ax.set_xticks([j + width * (len(precisions) - 1) / 2 for j in range(len(names))], names, rotation=20)
     ax.set_ylabel("training images / s")
     ax.set_title(f"training step loop, {image_shape[1]}x{image_shape[2]}, batch {batch}, {device.type}")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     settings = {
         "image_shape": list(image_shape), "num_levels": num_levels, "batch_size": batch, "steps_per_repeat": steps,
         "repeats": repeats, "device": str(device), "quick": args.quick, "small_hparams": SMALL,
