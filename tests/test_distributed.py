@@ -152,6 +152,21 @@ def test_two_ranks_equal_one_process_and_resume_with_one(tmp_path):
     assert_close(tensors(resumed), tensors(straight))
 
 
+def test_one_process_run_resumed_on_two_ranks(tmp_path):
+    config = apply_overrides(get_preset("quickstart"), TINY)
+    paused = train(config, tmp_path / "run", stop_after=3)  # one process, 3 steps
+    argv = cli_args(paused, "train.dist_timeout_s=60") + ["--resume", "--stop-after", "5"]
+    procs, errors = start_ranks(tmp_path, argv, env={"PIXELMODELS_TEST_RANK_DIRS": "1"})
+    single_5 = train(config, tmp_path / "single5", stop_after=5)
+    for p in procs:
+        p.join(120)
+    stop(procs)
+    assert [p.exitcode for p in procs] == [0, 0], [e.read_text() for e in errors if e.exists()]
+    assert json.loads((paused / "checkpoints" / "last.json").read_text())["step"] == 5
+    assert_close(tensors(paused), tensors(single_5))
+    assert_close(tensors(tmp_path / "run-rank1"), tensors(single_5))
+
+
 def test_hung_rank_times_out_with_a_clear_error(tmp_path):
     argv = cli_args(tmp_path / "run", "train.dist_timeout_s=5")
     procs, errors = start_ranks(tmp_path, argv, env={"PIXELMODELS_TEST_FAULT": "hang:1:2"})
