@@ -28,4 +28,8 @@ class Variant(NamedTuple):
 
 VARIANTS: list[Variant] = [
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2)),
+    Variant("row_lstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
+    Variant("diagonal_bilstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
+    Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3)),
+    # (the conditional configuration is checked against the contract with labels and a map in test_gated_pixelcnn.py)
 ]
