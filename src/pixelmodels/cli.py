@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -182,6 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = train(
         config, args.out, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after, progress=None
     )
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports; the others only trained
+        return 0
     results_path = run_dir / "results.json"
     last = json.loads((run_dir / "checkpoints" / "last.json").read_text())
     if last["step"] < config.train.steps:
