@@ -151,6 +151,8 @@ def test_bad_conditioning_raises_clear_errors():
     map_only = gated(cond_channels=2)
     with pytest.raises(ValueError, match=r"shape \(2, 2, 4, 4\)"):
         map_only.log_prob(x, torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="no class labels"):
+        map_only.log_prob(x, 1)
     with pytest.raises(ValueError, match="keys"):
         map_only.log_prob(x, {"label": torch.tensor([0, 1])})
     with pytest.raises(ValueError, match="num_classes"):

@@ -141,6 +141,8 @@ class GatedPixelCNN(AutoregressiveModel):
             is_map = cond.dtype.is_floating_point
             labels, cond_map = (None, cond) if is_map else (cond, None)
         if labels is not None:
+            if self.num_classes is None:
+                raise ValueError(f"this {self.model_name!r} takes no class labels (num_classes=None)")
             labels = super().check_cond(labels, batch, device)
         if cond_map is not None:
             cond_map = self._check_map(torch.as_tensor(cond_map, device=device), batch)
