@@ -128,14 +128,18 @@ class LogProbObjective(nn.Module):
         self.model, self.amp_dtype = model, amp_dtype
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        # Models that train on part of the image (SPN: random target slices, so memory follows the slice) offer
+        # an unbiased ``estimate_log_prob``; evaluation always uses the exact ``log_prob``.
+        estimate = getattr(self.model, "estimate_log_prob", None) if self.training else None
+        log_prob = estimate or self.model.log_prob
         if self.amp_dtype is None:
-            return self.model.log_prob(x, cond).float()  # (B,)
+            return log_prob(x, cond).float()  # (B,)
         device_type = x.device.type
         from pixelmodels.models.base import AutoregressiveModel
 
         with torch.autocast(device_type, dtype=self.amp_dtype):
-            if type(self.model).log_prob is not AutoregressiveModel.log_prob:
-                return self.model.log_prob(x, cond).float()  # (B,)
+            if estimate is not None or type(self.model).log_prob is not AutoregressiveModel.log_prob:
+                return log_prob(x, cond).float()  # (B,)
             params = self.model(x, cond)  # (B, P, H, W) in amp_dtype where autocast chose it
         with torch.autocast(device_type, enabled=False):
             return self.model.head.log_prob(params.float(), x).sum(dim=(1, 2, 3))  # (B,) float32
