@@ -78,9 +78,7 @@ class GatedPixelCNN(AutoregressiveModel):
     ):
         super().__init__(image_shape, num_levels, head)
         c = self.image_shape[0]
-        groups = 1 if self.head.joint_channels else c
-        if hidden_channels < groups:
-            raise ValueError(f"hidden_channels ({hidden_channels}) must be at least the channel count ({c})")
+        groups = self.colour_groups(hidden_channels)
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be None or >= 1, got {num_classes}")
         if cond_channels < 0:
