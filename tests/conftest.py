@@ -22,4 +22,5 @@ def shared_data_dir() -> Path:
     return path
 
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: tiny test models gain nothing from more, and on a busy machine extra threads thrash.
+torch.set_num_threads(1)

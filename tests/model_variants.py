@@ -16,16 +16,56 @@ class Variant(NamedTuple):
     # Optional predicate on (C, H, W): False means the variant cannot model that shape (e.g. SPN needs H, W
     # divisible by its subscale factor); the suite then skips that shape for it.
     supports: object = None
+    # Optional predicate on the number of levels K: False means the variant cannot take K (e.g. depth upscaling
+    # splits K = 2^b into MSB and LSB bits, so it needs b >= 2); the suite then skips that space for it.
+    levels: object = None
+    # Why the generic gradient-causality test does not apply (e.g. SPN with depth upscaling generates all MSBs,
+    # then all LSBs: no single step per sub-pixel); a model-specific causality test must replace it.
+    skip_causality: str | None = None
 
     @property
     def id(self) -> str:
         extra = ",".join(f"{k}={v}" for k, v in self.hparams.items() if k not in ("hidden_channels", "num_layers"))
         return self.name + (f"[{extra}]" if extra else "")
 
-    def accepts(self, shape) -> bool:
-        return self.supports is None or self.supports(shape)
+    def accepts(self, shape, num_levels: int | None = None) -> bool:
+        shape_ok = self.supports is None or self.supports(shape)
+        return shape_ok and (num_levels is None or self.levels is None or self.levels(num_levels))
 
 
 VARIANTS: list[Variant] = [
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2)),
+    Variant("row_lstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
+    Variant("diagonal_bilstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
+    Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3)),
+    # (the conditional configuration is checked against the contract with labels and a map in test_gated_pixelcnn.py)
+    Variant("pixelcnn", dict(hidden_channels=6, num_layers=2, head="dmol")),
+    Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=1, num_mixtures=2, dropout=0.0)),
+    Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=0, num_resolutions=2, dropout=0.0, head="categorical")),
+]
+
+
+def _even_size(shape) -> bool:
+    return shape[1] % 2 == 0 and shape[2] % 2 == 0
+
+
+def _two_bits_or_more(k: int) -> bool:
+    return k >= 4 and k & (k - 1) == 0
+
+
+_SPN = dict(hidden_channels=6, num_layers=1, context_channels=6, context_layers=1, first_kernel_size=3)
+_SPN_DEPTH_CAUSALITY = "MSB planes then LSB planes: not one step per sub-pixel; see tests/test_spn.py"
+VARIANTS += [
+    Variant("spn", dict(_SPN, scale=2), _even_size),
+    Variant("spn", dict(_SPN, scale=2, size_upscaling=True), _even_size),
+    Variant("spn", dict(_SPN, scale=2, depth_upscaling_bits=1), _even_size, _two_bits_or_more, _SPN_DEPTH_CAUSALITY),
+    Variant(
+        "spn",
+        dict(_SPN, scale=2, size_upscaling=True, depth_upscaling_bits=1),
+        _even_size,
+        _two_bits_or_more,
+        _SPN_DEPTH_CAUSALITY,
+    ),
+    # S = 1 (one slice) lets depth upscaling run on the suite's RGB 1x1 spaces with K = 4.
+    Variant("spn", dict(_SPN, scale=1, depth_upscaling_bits=1), None, _two_bits_or_more, _SPN_DEPTH_CAUSALITY),
 ]

@@ -21,8 +21,10 @@ def test_every_model_has_a_variant():
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("shape,k", CAUSALITY_SPACES, ids=["gray", "rgb"])
 def test_causality_by_gradients(variant, shape, k):
-    if not variant.accepts(shape):
-        pytest.skip(f"{variant.id} does not take shape {shape}")
+    if variant.skip_causality:
+        pytest.skip(variant.skip_causality)
+    if not variant.accepts(shape, k):
+        pytest.skip(f"{variant.id} does not take shape {shape} with K={k}")
     model = build(variant, shape, k)
     leaks, isolated = dependency_violations(model)
     assert leaks == [], f"outputs depend on inputs not before them: {leaks[:5]}"
@@ -32,8 +34,8 @@ def test_causality_by_gradients(variant, shape, k):
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("shape,k", NORMALIZATION_SPACES, ids=lambda v: str(v))
 def test_exact_normalization(variant, shape, k):
-    if not variant.accepts(shape):
-        pytest.skip(f"{variant.id} does not take shape {shape}")
+    if not variant.accepts(shape, k):
+        pytest.skip(f"{variant.id} does not take shape {shape} with K={k}")
     model = build(variant, shape, k).eval()
     with torch.no_grad():
         total = torch.logsumexp(model.log_prob(all_images(shape, k)).double(), dim=0).exp().item()
@@ -43,8 +45,8 @@ def test_exact_normalization(variant, shape, k):
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("shape,k", [((1, 2, 2), 2), ((3, 1, 1), 4)], ids=["gray", "rgb"])
 def test_sampler_agrees_with_log_prob(variant, shape, k):
-    if not variant.accepts(shape):
-        pytest.skip(f"{variant.id} does not take shape {shape}")
+    if not variant.accepts(shape, k):
+        pytest.skip(f"{variant.id} does not take shape {shape} with K={k}")
     model = fit(build(variant, shape, k), correlated_data(shape, k, 4096))
     samples = model.sample(20000, generator=torch.Generator().manual_seed(0))
     # 20k draws over <= 64 outcomes: sampling noise gives TV ~ 0.01; a wrong order gives > 0.1
@@ -56,8 +58,8 @@ def test_sampler_agrees_with_log_prob(variant, shape, k):
 @pytest.mark.parametrize("method", ["naive", "auto"])
 def test_completion_keeps_known_pixels(variant, method):
     shape, k = (3, 4, 4), 4
-    if not variant.accepts(shape):
-        pytest.skip(f"{variant.id} does not take shape {shape}")
+    if not variant.accepts(shape, k):
+        pytest.skip(f"{variant.id} does not take shape {shape} with K={k}")
     model = build(variant, shape, k)
     g = torch.Generator().manual_seed(3)
     known = torch.randint(k, (5, *shape), generator=g)

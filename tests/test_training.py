@@ -289,3 +289,24 @@ def test_cifar10_preset_takes_a_step_on_written_batches(tmp_path):
     meta, tensors = ckpt.read_checkpoint(run, "last")
     assert meta["step"] == 1 and meta["model"]["output_channels"] == 1024
     assert tensors["model/output.3.weight"].shape[0] == 3 * 256  # a 256-way softmax per sub-pixel
+
+
+def test_objective_trains_on_the_estimate_and_evaluates_exactly():
+    """Models with ``estimate_log_prob`` (SPN: random target slices, memory set by the slice) train on it; in
+    eval mode the objective is the exact log_prob."""
+    import pixelmodels
+    from pixelmodels.training.trainer import LogProbObjective
+
+    model = pixelmodels.build("spn", image_shape=(1, 4, 4), num_levels=4, scale=2, hidden_channels=6, num_layers=1,
+                              context_channels=6, context_layers=1, first_kernel_size=3)  # fmt: skip
+    calls = []
+    estimate = model.estimate_log_prob
+    model.estimate_log_prob = lambda x, cond=None: calls.append(len(x)) or estimate(x, cond)
+    objective = LogProbObjective(model)
+    x = torch.randint(4, (3, 1, 4, 4))
+    objective.train()
+    objective(x, None)
+    assert calls == [3]
+    objective.eval()
+    torch.testing.assert_close(objective(x, None), model.log_prob(x))
+    assert calls == [3]

@@ -2,9 +2,16 @@
 
 ``naive_sample`` reruns the whole network once per step (one step = one pixel's channel, or a whole pixel
 for joint heads). It is the reference the fast, cached samplers are checked against.
+
+``cached_sample`` is the loop shared by the fast samplers of convolutional models (Ramachandran et al. 2017):
+the model supplies ``pixel_fn`` (the head parameters at one pixel, computed from its layers' caches, see
+``pixelmodels.nn.cache``), ``commit_fn`` (stores a finished pixel's values in the caches of the layers that
+read the image) and optionally ``row_fn`` (work done once per row, e.g. a vertical stack).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -32,4 +39,64 @@ def naive_sample(
         params = model.network(model.scale_input(x), cond)[:, :, h, w]  # (B, P)
         keep = None if known_mask is None else known_mask[:, :, h, w]
         x[:, :, h, w] = model.head.sample(params.float(), x[:, :, h, w], channels, keep, temperature, generator)
+    return x
+
+
+def check_raster(order, height: int, width: int) -> None:
+    """Cached samplers need each pixel's steps together and the pixels in raster order (a prefix is fine)."""
+    visited, current = 0, None
+    for h, w, _ in order:
+        if (h, w) == current:
+            continue
+        if (h, w) != divmod(visited, width) or h >= height:
+            raise ValueError(f"the cached sampler needs a raster generation order; step at pixel {(h, w)} breaks it")
+        visited, current = visited + 1, (h, w)
+
+
+@torch.no_grad()
+def cached_sample(
+    model,
+    n: int,
+    known=None,
+    known_mask=None,
+    *,
+    pixel_fn: Callable[[torch.Tensor, int, int], torch.Tensor],
+    commit_fn: Callable[[torch.Tensor, int, int], None],
+    row_fn: Callable[[torch.Tensor, int], None] | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    trace: list | None = None,
+) -> torch.Tensor:
+    """Ancestral sampling in raster order with per-pixel work only.
+
+    Args:
+        pixel_fn: ``(inputs (B, C) scaled to [-1, 1], i, j) -> params (B, P)`` at pixel (i, j); called once per
+            step (each channel step of a pixel recomputes that pixel's column with the values drawn so far).
+        commit_fn: ``(inputs (B, C) scaled, i, j)``, called once pixel (i, j) is complete: the layers reading the
+            image must store these final values (``pixel_fn`` saw the pixel before its last channel was drawn;
+            masks A/B make every other activation at (i, j) independent of that channel, so nothing else is
+            stale).
+        row_fn: ``(canvas (B, C, H, W) integers, i)``, called before the first step of row i (rows above i are
+            final then).
+        trace: if a list, ``(step_index, params (B, P))`` is appended for every step.
+    """
+    device = next(model.parameters()).device
+    x = initial_canvas(model, n, known, known_mask, device)
+    order = model.order()
+    check_raster(order, model.image_shape[1], model.image_shape[2])
+    row = -1
+    last_step_of_pixel = [a[:2] != b[:2] for a, b in zip(order[:-1], order[1:], strict=True)] + [True]
+    for index, (h, w, channels) in enumerate(tqdm(order, disable=not progress, desc="sampling", leave=False)):
+        if h != row:
+            row = h
+            if row_fn is not None:
+                row_fn(x, h)
+        params = pixel_fn(model.scale_input(x[:, :, h, w]), h, w)  # (B, P)
+        if trace is not None:
+            trace.append((index, params.detach().clone()))
+        keep = None if known_mask is None else known_mask[:, :, h, w]
+        x[:, :, h, w] = model.head.sample(params.float(), x[:, :, h, w], channels, keep, temperature, generator)
+        if last_step_of_pixel[index]:
+            commit_fn(model.scale_input(x[:, :, h, w]), h, w)
     return x

@@ -49,6 +49,16 @@ class AutoregressiveModel(nn.Module):
             self._order = raster_order(*self.image_shape, joint_channels=self.head.joint_channels)
         return self._order
 
+    def colour_groups(self, hidden_channels: int) -> int:
+        """Number of R -> G -> B channel groups for masked layers (1 when the head draws a pixel's channels
+        jointly, so the network sees none of the current pixel); checks every group gets a hidden channel."""
+        groups = 1 if self.head.joint_channels else self.image_shape[0]
+        if hidden_channels < groups:
+            raise ValueError(
+                f"hidden_channels ({hidden_channels}) must be at least the channel count ({self.image_shape[0]})"
+            )
+        return groups
+
     @property
     def num_classes(self) -> int | None:
         """Number of class labels the model conditions on (None: unconditional)."""

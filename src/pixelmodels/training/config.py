@@ -43,7 +43,7 @@ class DataConfig:
     dataset: str = "digits"
     data_dir: str | None = None  # None: $PIXELMODELS_DATA or the loader's default
     num_levels: int | None = None  # None: the data set's own K
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: with N processes (torchrun) each takes batch_size / N
     eval_batch_size: int = 256
     max_train_images: int | None = None  # use only the first N training images (quick experiments, tests)
     max_eval_images: int | None = None  # cap the validation images scored during training (test: max_test_images)
@@ -51,6 +51,7 @@ class DataConfig:
     test_split: str = "test"  # scored once at the end, with the best checkpoint
     options: dict[str, Any] = field(default_factory=dict)
     max_test_images: int | None = None  # score an evenly spaced subset of the test split (quick benchmarks)
+    prefetch: int = 2  # batches gathered ahead of the training loop by a thread (0: in the loop)
 
 
 @dataclass
@@ -78,8 +79,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
     num_threads: int | None = None  # torch CPU threads for this process (None: torch's default)
-    precision: Precision = "fp32"  # bf16 / fp16 autocast on GPU; the log-likelihood is always float32
+    precision: Precision = "fp32"  # bf16 autocast (GPU or CPU), fp16 + GradScaler (GPU); log-likelihood in float32
     compile: bool = False  # torch.compile the training forward pass
+    dist_timeout_s: float = 1800.0  # torchrun runs: a collective waiting longer than this ends the run with an error
 
 
 @dataclass
@@ -145,6 +147,10 @@ class RunConfig:
         for key in ("log_every", "eval_every", "checkpoint_every"):
             if getattr(self.train, key) < 1:
                 raise ValueError(f"train.{key} must be >= 1, got {getattr(self.train, key)}")
+        if self.data.prefetch < 0:
+            raise ValueError(f"data.prefetch must be >= 0, got {self.data.prefetch}")
+        if not self.train.dist_timeout_s > 0:
+            raise ValueError(f"train.dist_timeout_s must be > 0, got {self.train.dist_timeout_s}")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise ValueError(f"optim.ema_decay must be in [0, 1), got {self.optim.ema_decay}")
         if not self.optim.lr > 0:

@@ -82,6 +82,210 @@ PRESETS: dict[str, Preset] = {
             },
         },
     ),
+    # PixelCNN++ paper (Salimans et al. 2017): 2.92 bits/dim on CIFAR-10 test. openai/pixel-cnn train.py
+    # defaults: nr_resnet 5 (blocks per stage), nr_filters 160, nr_logistic_mix 10, dropout 0.5; Adam lr 1e-3
+    # with beta1 0.95, beta2 0.9995, lr x 0.999995 every step, Polyak averaging 0.9995, batch 12 per GPU on
+    # 8 GPUs (96), no gradient clipping. No exponential schedule here: cosine down to 0.08 * lr over 500k steps
+    # ends where the reference's decay is after 500k steps (0.999995^500000 = 0.082). 53.6M parameters; GPU.
+    "pixelcnn_pp-cifar10": Preset(
+        "PixelCNN++ on CIFAR-10 (paper: 2.92 bits/dim); GPU",
+        {
+            "model": {
+                "name": "pixelcnn_pp",
+                "hparams": {
+                    "hidden_channels": 160,
+                    "num_layers": 5,
+                    "num_resolutions": 3,
+                    "num_mixtures": 10,
+                    "dropout": 0.5,
+                },
+            },
+            "data": {"dataset": "cifar10", "batch_size": 96, "max_eval_images": 2000},
+            "optim": {
+                "lr": 1e-3,
+                "beta1": 0.95,
+                "beta2": 0.9995,
+                "schedule": "cosine",
+                "min_lr_ratio": 0.08,
+                "grad_clip": None,
+                "ema_decay": 0.9995,
+            },
+            "train": {
+                "steps": 500_000,
+                "eval_every": 10_000,
+                "sample_every": 10_000,
+                "checkpoint_every": 5000,
+                "num_samples": 16,
+                "precision": "bf16",
+            },
+        },
+    ),
+    # Small PixelCNN++ for CPU on the offline photos set (16x16 RGB patches): the F=32 model of
+    # benchmarks/pixelcnn_pp.py (4.90 test bits/dim after 300 steps there, docs/benchmarks.md), ~1M parameters,
+    # ~15 images/s on one core. Dropout 0: a few thousand steps on 1664 patches do not overfit.
+    # num_threads 1: on the shared 2-core machine 2 threads made small convolutions ~100x slower.
+    "pixelcnn_pp-photos": Preset(
+        "small PixelCNN++ on photos (16x16 RGB): CPU",
+        {
+            "model": {
+                "name": "pixelcnn_pp",
+                "hparams": {"hidden_channels": 32, "num_layers": 2, "num_mixtures": 5, "dropout": 0.0},
+            },
+            "data": {"dataset": "photos", "batch_size": 16, "options": {"size": 16}},
+            "optim": {"lr": 2e-3, "warmup_steps": 100, "schedule": "cosine", "ema_decay": 0.995},
+            "train": {
+                "steps": 3000,
+                "eval_every": 500,
+                "sample_every": 1000,
+                "checkpoint_every": 500,
+                "num_threads": 1,
+            },
+        },
+    ),
+    # PixelRNN paper, section 5 / Table 4: Diagonal BiLSTM with 7 layers of h=16 units reaches 79.20 nats on
+    # binarized MNIST (values as recorded in models/pixelrnn.py PAPER_CONFIGS; the paper text was not at hand to
+    # re-check). Same optimisation as pixelcnn-binarized-mnist so the two compare. Slow on a CPU (~4 images/s).
+    "diagonal_bilstm-binarized-mnist": Preset(
+        "Diagonal BiLSTM on binarized MNIST (PixelRNN paper: 79.20 nats); GPU",
+        {
+            "model": {"name": "diagonal_bilstm", "hparams": {"hidden_channels": 16, "num_layers": 7}},
+            "data": {"dataset": "binarized_mnist", "batch_size": 16, "max_eval_images": 2000},
+            "optim": {"lr": 1e-3, "warmup_steps": 500, "schedule": "cosine", "ema_decay": 0.9995},
+            "train": {"steps": 200_000, "eval_every": 5000, "sample_every": 5000, "checkpoint_every": 2500},
+        },
+    ),
+    # The paper reports no Row LSTM on MNIST: this uses the Diagonal BiLSTM's 7 layers of h=16 so they compare.
+    "row_lstm-binarized-mnist": Preset(
+        "Row LSTM on binarized MNIST (no paper number; same size as the Diagonal BiLSTM preset); GPU",
+        {
+            "model": {"name": "row_lstm", "hparams": {"hidden_channels": 16, "num_layers": 7}},
+            "data": {"dataset": "binarized_mnist", "batch_size": 16, "max_eval_images": 2000},
+            "optim": {"lr": 1e-3, "warmup_steps": 500, "schedule": "cosine", "ema_decay": 0.9995},
+            "train": {"steps": 200_000, "eval_every": 5000, "sample_every": 5000, "checkpoint_every": 2500},
+        },
+    ),
+    # PixelRNN paper, Table 5: 12 layers, h=128: Row LSTM 3.07, Diagonal BiLSTM 3.00 bits/dim on CIFAR-10.
+    "row_lstm-cifar10": Preset(
+        "Row LSTM on CIFAR-10 (PixelRNN paper: 3.07 bits/dim); GPU",
+        {
+            "model": {"name": "row_lstm", "hparams": {"hidden_channels": 128, "num_layers": 12}},
+            "data": {"dataset": "cifar10", "batch_size": 16, "max_eval_images": 2000},
+            "optim": {"lr": 3e-4, "warmup_steps": 1000, "schedule": "cosine", "ema_decay": 0.9995},
+            "train": {
+                "steps": 500_000,
+                "eval_every": 10_000,
+                "sample_every": 10_000,
+                "checkpoint_every": 5000,
+                "num_samples": 16,
+                "precision": "bf16",
+            },
+        },
+    ),
+    "diagonal_bilstm-cifar10": Preset(
+        "Diagonal BiLSTM on CIFAR-10 (PixelRNN paper: 3.00 bits/dim); GPU",
+        {
+            "model": {"name": "diagonal_bilstm", "hparams": {"hidden_channels": 128, "num_layers": 12}},
+            "data": {"dataset": "cifar10", "batch_size": 16, "max_eval_images": 2000},
+            "optim": {"lr": 3e-4, "warmup_steps": 1000, "schedule": "cosine", "ema_decay": 0.9995},
+            "train": {
+                "steps": 500_000,
+                "eval_every": 10_000,
+                "sample_every": 10_000,
+                "checkpoint_every": 5000,
+                "num_samples": 16,
+                "precision": "bf16",
+            },
+        },
+    ),
+    # Class-conditional Gated PixelCNN on digits, CPU-sized: the labels are the digit classes; label_dropout
+    # 0.1 also trains the "no label" embedding so unconditional sampling stays meaningful.
+    # `pixelmodels sample RUN --class 3` then draws threes.
+    "gated_pixelcnn-digits": Preset(
+        "class-conditional Gated PixelCNN on digits (8x8, 17 levels): CPU, a few minutes",
+        {
+            "model": {
+                "name": "gated_pixelcnn",
+                "hparams": {"hidden_channels": 32, "num_layers": 4, "num_classes": 10, "label_dropout": 0.1},
+            },
+            "data": {"dataset": "digits", "batch_size": 32},
+            "optim": {"lr": 3e-3, "warmup_steps": 100, "schedule": "cosine", "ema_decay": 0.995},
+            "train": {
+                "steps": 1500,
+                "log_every": 50,
+                "eval_every": 250,
+                "sample_every": 500,
+                "checkpoint_every": 250,
+                "num_threads": 1,
+            },
+        },
+    ),
+    # SPN (Menick & Kalchbrenner 2018) on CelebA-HQ-style folder data at 64x64, with both upscalings as in the
+    # paper's CelebA-HQ runs (depth: 3 MSB bits). S=4 -> 16x16 slices: training memory is that of one 16x16
+    # slice per image (train_slices=1; the trainer calls the model's estimate_log_prob). Widths are ours (the
+    # paper's models are far larger). Set data.options.path to the image folder; needs a GPU. Not run here.
+    "spn-folder-64": Preset(
+        "SPN with size + depth upscaling on a folder of images at 64x64 (e.g. CelebA-HQ); GPU",
+        {
+            "model": {
+                "name": "spn",
+                "hparams": {
+                    "scale": 4,
+                    "hidden_channels": 64,
+                    "num_layers": 8,
+                    "context_channels": 128,
+                    "context_layers": 6,
+                    "first_kernel_size": 5,
+                    "size_upscaling": True,
+                    "depth_upscaling_bits": 3,
+                    "train_slices": 1,
+                },
+            },
+            "data": {
+                "dataset": "folder",
+                "options": {"size": 64, "channels": 3},
+                "batch_size": 32,
+                "max_eval_images": 1000,
+            },
+            "optim": {"lr": 3e-4, "warmup_steps": 1000, "schedule": "cosine", "ema_decay": 0.9995},
+            "train": {
+                "steps": 200_000,
+                "eval_every": 5000,
+                "sample_every": 10_000,
+                "checkpoint_every": 2500,
+                "num_samples": 16,
+                "precision": "bf16",
+            },
+        },
+    ),
+    # Small SPN on digits for CPU: S=2 (4x4 slices), size upscaling, one random slice per image per step.
+    "spn-digits": Preset(
+        "small SPN (S=2, size upscaling) on digits: CPU, a few minutes",
+        {
+            "model": {
+                "name": "spn",
+                "hparams": {
+                    "scale": 2,
+                    "hidden_channels": 32,
+                    "num_layers": 3,
+                    "context_channels": 32,
+                    "context_layers": 2,
+                    "first_kernel_size": 3,
+                    "size_upscaling": True,
+                    "train_slices": 1,
+                },
+            },
+            "data": {"dataset": "digits", "batch_size": 32},
+            "optim": {"lr": 3e-3, "warmup_steps": 100, "schedule": "cosine", "ema_decay": 0.995},
+            "train": {
+                "steps": 1500,
+                "log_every": 50,
+                "eval_every": 250,
+                "sample_every": 500,
+                "checkpoint_every": 250,
+                "num_threads": 1,
+            },
+        },
+    ),
 }
 
 

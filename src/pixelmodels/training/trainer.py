@@ -18,9 +18,10 @@ The run directory holds ``config.json`` (the resolved config), ``checkpoints/{la
 JSON, EMA weights included), ``metrics.jsonl``, ``samples/`` grids during training, ``samples.png`` and
 ``results.json`` (test NLL of the best checkpoint) at the end, and TensorBoard events when it is installed.
 
-Structure kept ready for DistributedDataParallel: the model is wrapped in one place (``wrap_model``), the
-data order is built in one place (``DataOrder``), and every file write goes through ``RunWriter``, which
-writes only on the main process (``is_main_process``).
+Distributed (``torchrun --nproc_per_node=N -m pixelmodels train ...``, docs/scaling.md): the model is
+wrapped in DistributedDataParallel in one place (``wrap_model``), each rank takes its share of every global
+batch from ``DataOrder``, validation NLL is summed over ranks (``distributed_nll``), and every file write goes
+through ``RunWriter``, which writes only on rank 0 (``is_main_process``).
 """
 
 from __future__ import annotations
@@ -29,22 +30,35 @@ import copy
 import json
 import logging
 import math
+import queue
 import random
 import shutil
 import sys
+import threading
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from pixelmodels.evaluate import NLLResult, dataset_nll
 from pixelmodels.registry import build
 from pixelmodels.training import checkpoint as ckpt
 from pixelmodels.training.config import OptimConfig, RunConfig
+from pixelmodels.training.distributed import (
+    DistContext,
+    distributed_nll,
+    init_distributed,
+    is_main_process,
+    local_batch_size,
+    mean_over_ranks,
+    shard_of_batch,
+    shutdown_distributed,
+)
 from pixelmodels.viz import save_grid
 
 logger = logging.getLogger(__name__)
@@ -53,7 +67,7 @@ logger = logging.getLogger(__name__)
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.eval_every", "train.sample_every", "train.checkpoint_every",
     "train.num_samples", "train.num_threads", "train.device", "train.precision", "train.compile", "data.data_dir",
-    "data.eval_batch_size", "data.max_eval_images", "data.max_test_images",
+    "data.eval_batch_size", "data.max_eval_images", "data.max_test_images", "data.prefetch", "train.dist_timeout_s",
 }  # fmt: skip
 
 
@@ -61,19 +75,22 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and its last good checkpoint is untouched."""
 
 
-# ----- pieces a distributed version replaces --------------------------------------------------------------
-def is_main_process() -> bool:
-    """True on the process that writes files (always, until DistributedDataParallel is added)."""
-    return True
-
-
+# ----- the pieces that make it distributed ----------------------------------------------------------------
 class DataOrder:
-    """Seeded permutation per epoch, cut into full batches; ``(epoch, position)`` restores the exact place."""
+    """Seeded permutation per epoch, cut into full global batches; ``(epoch, position)`` restores the place.
 
-    def __init__(self, num_items: int, batch_size: int, seed: int):
+    With ``world_size`` > 1, ``next_indices`` returns this rank's ``batch_size / world_size`` indices of the
+    global batch (``shard_of_batch``). Every rank draws the same permutation (seeded by seed and epoch, as
+    DistributedSampler's ``set_epoch``), and the state is the *global* position, so a run can be resumed with
+    a different number of processes.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         if num_items < batch_size:
             raise ValueError(f"data.batch_size ({batch_size}) is larger than the training set ({num_items} images)")
+        local_batch_size(batch_size, world_size)  # checks divisibility
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.position = 0, 0
         self._perm = self._permutation()
 
@@ -85,9 +102,9 @@ class DataOrder:
         if self.position + self.batch_size > self.num_items:  # drop the incomplete last batch of an epoch
             self.epoch, self.position = self.epoch + 1, 0
             self._perm = self._permutation()
-        idx = self._perm[self.position : self.position + self.batch_size]
+        idx = self._perm[self.position : self.position + self.batch_size]  # the global batch
         self.position += self.batch_size
-        return idx
+        return shard_of_batch(idx, self.rank, self.world_size)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "num_items": self.num_items}
@@ -100,25 +117,139 @@ class DataOrder:
 
 
 class LogProbObjective(nn.Module):
-    """``forward(x, cond) -> log p(x)`` in float32 nats: the module that gets compiled (and, later, DDP-wrapped)."""
+    """``forward(x, cond) -> log p(x)`` in float32 nats: the module that gets compiled and DDP-wrapped.
 
-    def __init__(self, model: nn.Module):
+    With ``amp_dtype`` the network runs under autocast; the head's log-likelihood is always computed in
+    float32 outside autocast (a model that overrides ``log_prob`` gets its result cast to float32).
+    """
+
+    def __init__(self, model: nn.Module, amp_dtype: torch.dtype | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.amp_dtype = model, amp_dtype
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        return self.model.log_prob(x, cond).float()  # (B,)
+        # Models that train on part of the image (SPN: random target slices, so memory follows the slice) offer
+        # an unbiased ``estimate_log_prob``; evaluation always uses the exact ``log_prob``.
+        estimate = getattr(self.model, "estimate_log_prob", None) if self.training else None
+        log_prob = estimate or self.model.log_prob
+        if self.amp_dtype is None:
+            return log_prob(x, cond).float()  # (B,)
+        device_type = x.device.type
+        from pixelmodels.models.base import AutoregressiveModel
+
+        with torch.autocast(device_type, dtype=self.amp_dtype):
+            if estimate is not None or type(self.model).log_prob is not AutoregressiveModel.log_prob:
+                return log_prob(x, cond).float()  # (B,)
+            params = self.model(x, cond)  # (B, P, H, W) in amp_dtype where autocast chose it
+        with torch.autocast(device_type, enabled=False):
+            return self.model.head.log_prob(params.float(), x).sum(dim=(1, 2, 3))  # (B,) float32
 
 
-def wrap_model(model: nn.Module, config: RunConfig) -> nn.Module:
-    """The one place the model is wrapped for training: the log-likelihood objective.
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` on ``device``: bf16 on GPU or CPU, fp16 on GPU only."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        logger.warning("train.precision=fp16 needs a GPU; training in fp32 on %s (bf16 works on CPU)", device)
+        return None
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("train.precision=bf16: this GPU does not support bfloat16; use fp16")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def unused_parameters(objective: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> list[str]:
+    """Names of trainable parameters that get no gradient from one forward/backward on ``x`` (e.g. a layer a
+    model builds but does not use with these hyper-parameters). Leaves gradients and the RNG as they were."""
+    params = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+    saved = [p.grad for _, p in params]
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        for _, p in params:
+            p.grad = None
+        objective(x, cond).sum().backward()
+        unused = [n for n, p in params if p.grad is None]
+    for (_, p), g in zip(params, saved, strict=True):
+        p.grad = g
+    return unused
+
+
+def wrap_model(
+    model: nn.Module, config: RunConfig, ctx: DistContext | None = None, example: tuple | None = None
+) -> nn.Module:
+    """The one place the model is wrapped for training: the float32 log-likelihood objective, under
+    autocast when ``train.precision`` asks, compiled when ``train.compile``, in DistributedDataParallel
+    when the run has several processes.
 
     ``train.compile`` compiles the model's ``network`` only: the contract's input checks (which read tensor
     values) stay eager instead of breaking the graph, and parameter names keep no ``_orig_mod.`` prefix.
     """
+    device = next(model.parameters()).device
     if config.train.compile:
         model.network = torch.compile(model.network)
-    return LogProbObjective(model)
+    objective = LogProbObjective(model, amp_dtype(config.train.precision, device))
+    if ctx is not None and ctx.enabled:
+        unused = unused_parameters(objective, *example) if example is not None else []
+        if unused:  # DDP then has to look for them after every backward (a graph traversal per step)
+            logger.info("parameters without gradient, DDP find_unused_parameters=True: %s", ", ".join(unused))
+        objective = DistributedDataParallel(
+            objective, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=bool(unused)
+        )
+    return objective
+
+
+class BatchLoader:
+    """Gathers batches (uint8, on the CPU) from ``DataOrder`` ahead of the training loop in a thread.
+
+    ``prefetch`` batches are prepared in advance (0: gathered in the loop itself). On CUDA the batch is put
+    in pinned memory and copied with ``non_blocking=True``. ``state_dict`` is the data order *of the batches
+    handed out*, not of the ones prefetched, so checkpoints resume exactly.
+    """
+
+    def __init__(self, order: DataOrder, images, labels, device: torch.device, prefetch: int):
+        self.order, self.images, self.labels, self.device = order, images, labels, device
+        self.pin = device.type == "cuda"
+        self._state = order.state_dict()
+        self._queue: queue.Queue | None = None
+        if prefetch > 0:
+            self._queue, self._stop = queue.Queue(maxsize=prefetch), threading.Event()
+            self._thread = threading.Thread(target=self._work, daemon=True, name="pixelmodels-prefetch")
+            self._thread.start()
+
+    def _gather(self) -> tuple:
+        idx = self.order.next_indices()
+        x = self.images[idx]  # (b, C, H, W) uint8
+        y = None if self.labels is None else self.labels[idx]
+        if self.pin:
+            x, y = x.pin_memory(), None if y is None else y.pin_memory()
+        return x, y, self.order.state_dict()
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                item = self._gather()
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as err:  # handed to the loop, raised there
+            self._queue.put(err)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        item = self._gather() if self._queue is None else self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        x, y, self._state = item
+        x = x.to(self.device, non_blocking=self.pin).long()  # (b, C, H, W)
+        return x, None if y is None else y.to(self.device, non_blocking=self.pin)
+
+    def state_dict(self) -> dict:
+        return dict(self._state)
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._stop.set()
+            self._thread.join()
 
 
 class RunWriter:
@@ -264,18 +395,23 @@ def train(
         ValueError, FileExistsError, FileNotFoundError: bad config, data set or run directory.
     """
     threads = torch.get_num_threads()
+    own_group = not (dist.is_available() and dist.is_initialized())
     try:
         if config.train.num_threads is not None:
             torch.set_num_threads(config.train.num_threads)
         return _train(config, out_dir, resume, overwrite, stop_after, progress)
     finally:
         torch.set_num_threads(threads)  # leave the caller's process as it was
+        if own_group:
+            shutdown_distributed()
 
 
 def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     from pixelmodels.data import load_dataset
 
     config.validate()
+    ctx = init_distributed(resolve_device(config.train.device), config.train.dist_timeout_s)
+    local_batch_size(config.data.batch_size, ctx.world_size)  # a clear error before any work
     run_dir = Path(out_dir or Path("runs") / (config.preset or f"{config.model.name}-{config.data.dataset}"))
     clear_old_run = check_run_dir(run_dir, resume, overwrite)
     resume_meta, resume_tensors = ckpt.read_checkpoint(run_dir, "last") if resume else (None, None)
@@ -283,9 +419,9 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         bad = [k for k in _config_changes(resume_meta["config"], config.to_dict()) if k not in RESUMABLE_CHANGES]
         if bad:
             raise ValueError(f"cannot change {', '.join(bad)} when resuming {run_dir}; start a new run instead")
-    progress = sys.stderr.isatty() if progress is None else progress
+    progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
     cfg_t, cfg_d = config.train, config.data
-    device = resolve_device(cfg_t.device)
+    device = ctx.device
     seed = cfg_t.seed
     random.seed(seed)
     np.random.seed(seed)
@@ -307,12 +443,11 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.optim.ema_decay > 0 else None
     eval_model = ema_model if ema_model is not None else model
     optimizer = build_optimizer(model, config.optim)
-    objective = wrap_model(model, config)
-    order = DataOrder(n_train, cfg_d.batch_size, seed)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg_t.precision) if device.type == "cuda" else None
-    if cfg_t.precision != "fp32" and amp is None:
-        logger.warning("train.precision=%s needs a GPU; training in fp32 on %s", cfg_t.precision, device)
+    order = DataOrder(n_train, cfg_d.batch_size, seed, ctx.rank, ctx.world_size)
+    amp = amp_dtype(cfg_t.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+    if ctx.enabled:
+        dist.barrier()  # every rank has checked the run directory before rank 0 changes it
     if clear_old_run and is_main_process():  # only now that the new run's config, data and model are good
         shutil.rmtree(run_dir)
     writer = RunWriter(run_dir, is_main_process())
@@ -330,11 +465,13 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         ckpt.set_rng_state(resume_meta["rng"], resume_tensors)
         writer.truncate_metrics(step)
         logger.info("resuming %s at step %d", run_dir, step)
+    example = (train_images[:1].to(device).long(), None if model.num_classes is None else train_labels[:1].to(device))
+    objective = wrap_model(model, config, ctx, example)  # after loading: DDP broadcasts rank 0's weights
     writer.config(config)
 
     def training_state() -> dict:
         return {
-            "data_order": order.state_dict(),
+            "data_order": loader.state_dict(),
             "best_valid_bits_per_dim": None if best_step is None else best_bpd,
             "best_step": best_step,
             "elapsed_s": elapsed + time.perf_counter() - t0,
@@ -350,19 +487,19 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     num_dims = model.num_dims
     bar = tqdm(total=cfg_t.steps, initial=step, disable=not progress, desc="training", dynamic_ncols=True)
     model.train()
+    labels = None if model.num_classes is None else train_labels
+    loader = BatchLoader(order, train_images, labels, device, cfg_d.prefetch if step < cfg_t.steps else 0)
     try:
         while step < cfg_t.steps and (stop_after is None or step < stop_after):
-            idx = order.next_indices()
-            x = train_images[idx].to(device).long()  # (B, C, H, W)
-            cond = None if model.num_classes is None else train_labels[idx].to(device)
+            x, cond = loader.next()  # (B / world_size, C, H, W) long, (B / world_size,) or None
             lr = learning_rate(step, config.optim, cfg_t.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
-                log_prob = objective(x, cond)  # (B,) float32 nats
-            loss = -log_prob.mean() / num_dims  # nats per dimension
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {step + 1}")
+            log_prob = objective(x, cond)  # (b,) float32 nats; DDP averages the gradients over ranks
+            loss = -log_prob.mean() / num_dims  # nats per dimension, this rank's share
+            global_loss = mean_over_ranks(loss)  # the same on every rank: all stop together on NaN
+            if not torch.isfinite(global_loss):
+                raise NonFiniteLossError(f"non-finite loss ({global_loss.item()}) at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -374,8 +511,8 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
             if ema_model is not None:
                 update_ema(ema_model, model, config.optim.ema_decay, step)
             step += 1
-            images_seen += len(idx)
-            bits = loss.item() / math.log(2)
+            images_seen += len(x) * ctx.world_size
+            bits = global_loss.item() / math.log(2)
             bar.update(1)
             bar.set_postfix(bpd=f"{bits:.3f}", lr=f"{lr:.2e}")
             final = step == cfg_t.steps
@@ -384,18 +521,19 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
                 writer.metrics({
                     "step": step, "split": "train", "bits_per_dim": bits, "lr": lr,
                     "grad_norm": grad_norm.item(), "images_per_s": images_seen / (now - t_log),
+                    "elapsed_s": elapsed + now - t0,
                 })  # fmt: skip
                 t_log, images_seen = now, 0
             if step % cfg_t.eval_every == 0 or final:
                 valid_x, valid_y = valid_set.images[:n_valid], _labels(valid_set, n_valid)
-                result = dataset_nll(eval_model, valid_x, valid_y, cfg_d.eval_batch_size)
+                result = distributed_nll(eval_model, valid_x, valid_y, cfg_d.eval_batch_size, ctx)
                 writer.metrics({"step": step, "split": "valid", **result.to_dict()})
                 if progress:
                     bar.write(f"step {step}: valid {result.bits_per_dim:.4f} bits/dim")
                 if result.bits_per_dim < best_bpd:
                     best_bpd, best_step = result.bits_per_dim, step
                     save("best")
-            if cfg_t.sample_every and (step % cfg_t.sample_every == 0 or final):
+            if cfg_t.sample_every and (step % cfg_t.sample_every == 0 or final) and ctx.is_main:
                 g = torch.Generator(device).manual_seed(seed)
                 n = cfg_t.num_samples
                 images = eval_model.sample(n, cond=_sample_cond(eval_model, n, device), generator=g)
@@ -408,12 +546,21 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
         writer.close()
         raise NonFiniteLossError(f"{err}; training stopped, {kept}") from None
+    except RuntimeError as err:  # includes torch.distributed's errors: timeouts, a peer that went away
+        if not ctx.enabled:
+            raise
+        raise RuntimeError(
+            f"rank {ctx.rank} of {ctx.world_size} stopped at step {step + 1}: {err}\n(in a distributed run a "
+            f"timeout or a closed connection means another rank crashed or hung; its own error is in its output; "
+            f"collectives time out after train.dist_timeout_s={config.train.dist_timeout_s:g} s)"
+        ) from err
     finally:
         bar.close()
+        loader.close()
     if step < cfg_t.steps:
         logger.info("stopped at step %d of %d; continue with --resume", step, cfg_t.steps)
-    else:
-        finish(run_dir, config, writer)
+    elif ctx.is_main:  # the test split is scored by rank 0 alone, from the best checkpoint on its disk
+        finish(run_dir, config, writer, device)
     writer.close()
     return run_dir
 
@@ -422,12 +569,14 @@ def _labels(dataset, n: int) -> torch.Tensor | None:
     return None if dataset.labels is None else dataset.labels[:n]
 
 
-def finish(run_dir: Path, config: RunConfig, writer: RunWriter | None = None) -> dict:
+def finish(
+    run_dir: Path, config: RunConfig, writer: RunWriter | None = None, device: torch.device | None = None
+) -> dict:
     """Score the best checkpoint (EMA weights) on the test split, write ``results.json`` and ``samples.png``."""
     from pixelmodels.data import load_dataset
 
     writer = writer or RunWriter(run_dir, is_main_process())
-    device = resolve_device(config.train.device)
+    device = device or resolve_device(config.train.device)
     meta, tensors = ckpt.read_checkpoint(run_dir, "best")
     model = ckpt.model_from_checkpoint(meta, tensors, "ema", str(run_dir)).to(device)
     d = config.data
@@ -452,4 +601,8 @@ def finish(run_dir: Path, config: RunConfig, writer: RunWriter | None = None) ->
         "train_time_s": last_meta["state"]["elapsed_s"],
     }
     writer.results(results)
+    if writer.enabled:  # the bits/dim curves (vs step and wall time) beside the results
+        from pixelmodels.report import plot_run
+
+        plot_run(run_dir)
     return results

@@ -1,0 +1,147 @@
+"""Cached (fast) sampling of convolutional models: every step's parameters equal the full forward pass on the
+final image, and fast and naive sampling draw the same images from the same seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pixelmodels
+from pixelmodels.nn.cache import ConvCache, PixelRunner
+from pixelmodels.nn.masked import MaskedConv2d
+from pixelmodels.sampling import check_raster
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; on a shared, loaded CPU OpenMP spin-waits make 2 threads ~10x
+    slower than 1, so these tests run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+MODELS = {
+    "pixelcnn": dict(hidden_channels=6, num_layers=2, kernel_size=3, first_kernel_size=5),
+    "gated_pixelcnn": dict(hidden_channels=6, num_layers=3, kernel_size=3),
+    "gated_pixelcnn_k5": dict(hidden_channels=6, num_layers=2, kernel_size=5),
+    "gated_pixelcnn_cond": dict(hidden_channels=6, num_layers=2, kernel_size=3, num_classes=3, cond_channels=2),
+}
+SHAPES = [((1, 5, 6), 4), ((3, 4, 5), 5)]
+
+
+def build(key: str, shape, k):
+    name = key.removesuffix("_k5").removesuffix("_cond")
+    return pixelmodels.build(name, image_shape=shape, num_levels=k, **MODELS[key]).eval()
+
+
+def conditioning(model, n: int, g: torch.Generator):
+    if model.num_classes is None:
+        return None
+    cond = {
+        "labels": torch.randint(model.num_classes, (n,), generator=g),
+        "map": torch.randn(n, 2, *model.image_shape[1:], generator=g),
+    }
+    return model.check_cond(cond, n)
+
+
+def trace_errors(model, images, trace, cond) -> float:
+    """Largest difference between each step's parameters (for the channels drawn there) and the full pass."""
+    full = model.network(model.scale_input(images), cond)  # (B, P, H, W)
+    order = model.order()
+    assert [index for index, _ in trace] == list(range(len(order)))
+    worst = 0.0
+    for (_, params), (h, w, channels) in zip(trace, order, strict=True):
+        idx = [i for c in channels for i in model.head.param_indices(c)]
+        worst = max(worst, (params[:, idx] - full[:, idx, h, w]).abs().max().item())
+    return worst
+
+
+@pytest.mark.parametrize("key", MODELS)
+@pytest.mark.parametrize("shape,k", SHAPES, ids=["gray", "rgb"])
+@pytest.mark.parametrize("with_known", [False, True], ids=["free", "known"])
+def test_every_step_matches_the_full_forward_pass(key, shape, k, with_known):
+    model = build(key, shape, k)
+    g = torch.Generator().manual_seed(0)
+    n = 3
+    cond = conditioning(model, n, g)
+    known = mask = None
+    if with_known:
+        known = torch.randint(k, (n, *shape), generator=g)
+        mask = torch.rand(n, *shape, generator=g) < 0.4
+    trace: list = []
+    with torch.no_grad():
+        images = model.fast_sample(n, cond, known, mask, generator=g, trace=trace)
+        assert trace_errors(model, images, trace, cond) < 1e-4
+    if with_known:
+        assert torch.equal(images[mask], known[mask])
+
+
+def test_trace_check_detects_a_stale_cache():
+    """The comparison must fail when a cache misses the final value of a pixel (no commit after drawing)."""
+    model = build("pixelcnn", (1, 5, 6), 4)
+    original = ConvCache.write
+    count: dict = {}
+
+    def write_without_commit(self, i, j, value):
+        # the first layer's cache receives each pixel twice (step, then commit): drop the commits
+        key = (id(self), i, j)
+        count[key] = count.get(key, 0) + 1
+        if count[key] == 1:
+            original(self, i, j, value)
+
+    ConvCache.write = write_without_commit
+    try:
+        trace: list = []
+        with torch.no_grad():
+            images = model.fast_sample(3, None, None, None, generator=torch.Generator().manual_seed(0), trace=trace)
+            assert trace_errors(model, images, trace, None) > 1e-3
+    finally:
+        ConvCache.write = original
+
+
+@pytest.mark.parametrize("key", MODELS)
+@pytest.mark.parametrize("shape,k", SHAPES, ids=["gray", "rgb"])
+def test_fast_and_naive_draw_the_same_images(key, shape, k):
+    """Both samplers consume the generator identically (one uniform draw per step); their logits differ only
+    by float rounding (~1e-7), so the drawn images are equal unless a Gumbel-perturbed argmax is a near-tie."""
+    model = build(key, shape, k)
+    cond = conditioning(model, 4, torch.Generator().manual_seed(1))
+    fast = model.sample(4, cond=cond, method="fast", generator=torch.Generator().manual_seed(5))
+    naive = model.sample(4, cond=cond, method="naive", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(fast, naive)
+    assert model.supports_fast_sampling
+
+
+def test_auto_uses_the_fast_sampler(monkeypatch):
+    model = build("gated_pixelcnn", (1, 3, 3), 2)
+    calls = []
+    monkeypatch.setattr(type(model), "fast_sample", lambda self, *a, **kw: calls.append(1) or torch.zeros(1))
+    model.sample(2)
+    assert calls == [1]
+
+
+def test_conv_cache_row_and_pixel_outputs_match_conv():
+    conv = MaskedConv2d(3, 6, 5, "B", 3)
+    x = torch.randn(2, 3, 6, 7)
+    full = conv(x)
+    cache = ConvCache.for_masked(conv, 2, 6, 7)
+    for i in range(6):
+        cache.write_row(i, x[:, :, i])
+        torch.testing.assert_close(cache.output_row(i), full[:, :, i])
+        for j in range(7):
+            torch.testing.assert_close(cache.output_at(i, j), full[:, :, i, j])
+
+
+def test_pixel_runner_rejects_unknown_modules():
+    with pytest.raises(TypeError, match="one pixel at a time"):
+        PixelRunner(1, 2, 2)(torch.nn.BatchNorm2d(3), torch.zeros(1, 3), 0, 0)
+
+
+def test_cached_sampler_requires_raster_order():
+    check_raster([(0, 0, (0,)), (0, 0, (1,)), (0, 1, (0,))], 2, 2)
+    with pytest.raises(ValueError, match="raster"):
+        check_raster([(0, 0, (0,)), (0, 1, (0,)), (0, 0, (1,))], 2, 2)
+    with pytest.raises(ValueError, match="raster"):
+        check_raster([(0, 0, (0,)), (1, 0, (0,))], 2, 2)
