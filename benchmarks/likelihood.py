@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="data directory (default: $PIXELMODELS_DATA, else ../shared/data)")
     parser.add_argument("--models", nargs="*", help="only these models (default: every registered one)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared 2-core box)")
+    parser.add_argument(
+        "--steps", type=int, help="override the mode's step budget (results: likelihood[_full]_<N>steps)"
+    )
     parser.add_argument("--keep-runs", type=Path, help="keep the run directories here (default: a temp dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped_models = {m: "no entry in benchmarks/likelihood.py MODELS" for m in names if m not in MODELS}
     rows, failed = [], []
     for key, dataset, options in datasets:
-        budget = BUDGETS[mode][key]
+        budget = dict(BUDGETS[mode][key], **({"steps": args.steps} if args.steps else {}))
         for name in (m for m in names if m in MODELS):
             config = run_config(name, dataset, options, budget, data_dir, args.threads)
             print(f"-- {name} on {dataset}: {budget['steps']} steps x batch {budget['batch_size']}", flush=True)
@@ -207,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     print_table(rows, skipped_models, skipped_data, mode)
     save_result(
-        "likelihood" if args.quick else "likelihood_full",
+        ("likelihood" if args.quick else "likelihood_full") + (f"_{args.steps}steps" if args.steps else ""),
         {
             "mode": mode,
-            "budgets": BUDGETS[mode],
+            "budgets": {k: dict(b, **({"steps": args.steps} if args.steps else {})) for k, b in BUDGETS[mode].items()},
             "optim": {"lr": 2e-3, "schedule": "warm-up 5% + cosine", "ema_decay": 0.995, "grad_clip": 1.0},
             "threads": args.threads,
             "registered_models": registered,
