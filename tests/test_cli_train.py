@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pixelmodels.cli import main
@@ -19,15 +18,6 @@ TINY = [
     "--set", "train.sample_every=2", "--set", "train.checkpoint_every=2", "--set", "train.num_samples=4",
     "--set", "train.num_threads=1",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and much faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(capsys, *argv):

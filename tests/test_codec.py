@@ -14,15 +14,6 @@ from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.models.pixelcnn import PixelCNN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and much faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_pixelcnn(shape, levels, seed=0, sharpen=1.0, **hparams):
     torch.manual_seed(seed)
     hparams = dict(hidden_channels=6, num_layers=2) | hparams

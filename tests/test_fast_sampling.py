@@ -11,17 +11,6 @@ from pixelmodels.nn.cache import ConvCache, PixelRunner
 from pixelmodels.nn.masked import MaskedConv2d
 from pixelmodels.sampling import check_raster
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared, loaded CPU OpenMP spin-waits make 2 threads ~10x
-    slower than 1, so these tests run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 MODELS = {
     "pixelcnn": dict(hidden_channels=6, num_layers=2, kernel_size=3, first_kernel_size=5),
     "gated_pixelcnn": dict(hidden_channels=6, num_layers=3, kernel_size=3),

@@ -11,16 +11,6 @@ from contract import all_images, correlated_data, dependency_violations, empiric
 from pixelmodels.nn.gated import GatedStack
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared, loaded CPU OpenMP spin-waits make 2 threads ~10x
-    slower than 1, so these tests run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gated(shape=(1, 4, 4), k=4, **kw):
     hp = dict(hidden_channels=12, num_layers=2, kernel_size=3) | kw
     return pixelmodels.build("gated_pixelcnn", image_shape=shape, num_levels=k, **hp)

@@ -23,16 +23,6 @@ UPSCALINGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: on the shared 2-core machine a second thread only adds synchronisation (a tiny
-    conv's forward + backward took ~16x the CPU time with 2 threads as with 1 under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def spn(shape, k, **hparams):
     return pixelmodels.build("spn", image_shape=shape, num_levels=k, **{**TINY, **hparams})
 

@@ -23,15 +23,6 @@ from pixelmodels.report import RunInfo, read_curves, write_report
 IDS = [v.id for v in VARIANTS]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids the many-fold slow-down of spinning threads on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def open_png(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Check ``path`` is a valid PNG of ``size`` = (width, height); return its RGB pixels (H, W, 3)."""
     with Image.open(path) as img:
