@@ -252,26 +252,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def read_image(path: str | Path, image_shape: tuple[int, int, int], num_levels: int):
-    """An image file -> (C, H, W) integer levels for a model: converted to its channels, quantized to K levels
-    as the data sets do (``x * K // 256``); a size other than the model's is a ValueError."""
-    import numpy as np
-    import torch
+    """An image file -> (C, H, W) integer levels for a model, via ``viz.load_image`` (which also maps pictures
+    pixelmodels wrote back to their exact levels); a size other than the model's is a ValueError."""
     from PIL import Image, UnidentifiedImageError
 
-    from pixelmodels.data import quantize
+    from pixelmodels.viz import load_image
 
     c, h, w = image_shape
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB")
+            size = img.size
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
     if c not in (1, 3):
         raise ValueError(f"reading image files needs a 1- or 3-channel model, this one has {c} channels")
-    if img.size != (w, h):
-        raise ValueError(f"image {path} is {img.size[0]}x{img.size[1]} pixels; the model takes {w}x{h}")
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).reshape(h, w, c).permute(2, 0, 1)  # (C, H, W)
-    return quantize(x, 256, num_levels).long()
+    if size != (w, h):
+        raise ValueError(f"image {path} is {size[0]}x{size[1]} pixels; the model takes {w}x{h}")
+    return load_image(path, image_shape, num_levels)
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
