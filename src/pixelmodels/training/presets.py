@@ -286,35 +286,6 @@ PRESETS: dict[str, Preset] = {
             },
         },
     ),
-    # One CPU-hour on binarized MNIST (issue 23): the measured baseline there (this model and optimisation,
-    # 12,000 steps) reached 80.24 nats on the full test set in 2,693 s; its validation NLL was still falling
-    # (82.60 / 81.34 / 80.78 nats at 3k / 6k / 9k steps), so this recipe spends the rest of the hour on more
-    # steps: 15,000 steps at batch 16 (4.8 epochs), one thread. 144k parameters; a 2-way softmax per pixel.
-    # Result on this machine: docs/benchmarks.md ("one CPU-hour on binarized MNIST").
-    "pixelcnn_pp-binarized-mnist-cpu-hour": Preset(
-        "small PixelCNN++ (categorical head) on binarized MNIST: one CPU-hour on one thread",
-        {
-            "model": {
-                "name": "pixelcnn_pp",
-                "hparams": {
-                    "hidden_channels": 16,
-                    "num_layers": 1,
-                    "num_resolutions": 3,
-                    "dropout": 0.0,
-                    "head": "categorical",
-                },
-            },
-            "data": {"dataset": "binarized_mnist", "batch_size": 16, "max_eval_images": 2000},
-            "optim": {"lr": 2e-3, "warmup_steps": 600, "schedule": "cosine", "ema_decay": 0.995},
-            "train": {
-                "steps": 15_000,
-                "eval_every": 3000,
-                "sample_every": 0,
-                "checkpoint_every": 1000,
-                "num_threads": 1,
-            },
-        },
-    ),
 }
 
 
