@@ -37,6 +37,12 @@ VARIANTS: list[Variant] = [
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2)),
     Variant("row_lstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
     Variant("diagonal_bilstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
+    # the paper-preset options: learned initial state, no residual connections (64x64 ImageNet), the paper's layer
+    Variant("row_lstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3, learned_init=True, residual=False)),
+    Variant(
+        "diagonal_bilstm",
+        dict(hidden_channels=12, num_layers=2, first_kernel_size=3, learned_init=True, full_context=False),
+    ),
     Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3)),
     # (the conditional configuration is checked against the contract with labels and a map in test_gated_pixelcnn.py)
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2, head="dmol")),

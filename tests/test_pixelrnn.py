@@ -15,7 +15,20 @@ MODELS = ["row_lstm", "diagonal_bilstm"]
 
 def tiny(name, shape, k, **kw):
     hparams = dict(hidden_channels=6, num_layers=2, first_kernel_size=3) | kw
-    return pixelmodels.build(name, image_shape=shape, num_levels=k, **hparams).eval()
+    model = pixelmodels.build(name, image_shape=shape, num_levels=k, **hparams).eval()
+    with torch.no_grad():  # learned initial states start at zero: give them values the samplers must use
+        for key, param in model.named_parameters():
+            if key.endswith("init.state"):
+                param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(3)))
+    return model
+
+
+# Options the incremental samplers must follow exactly (each is also a contract-suite variant).
+OPTIONS = {
+    "default": {},
+    "learned_init": dict(learned_init=True),
+    "no_residual_no_skip": dict(residual=False, skip_connections=False),
+}
 
 
 def test_skew_places_row_i_i_columns_right_and_unskew_inverts_it():
@@ -38,9 +51,10 @@ def test_gate_conv_gives_every_gate_the_units_colour_group():
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("shape,k", [((1, 4, 5), 3), ((3, 3, 4), 4)], ids=["gray", "rgb"])
 @pytest.mark.parametrize("with_known", [False, True], ids=["free", "known"])
-def test_fast_sampler_params_equal_a_full_forward(name, shape, k, with_known):
+@pytest.mark.parametrize("option", OPTIONS)
+def test_fast_sampler_params_equal_a_full_forward(name, shape, k, with_known, option):
     """Every step's parameters equal those of one full forward pass on the final image (DESIGN.md section 2)."""
-    model = tiny(name, shape, k)
+    model = tiny(name, shape, k, **OPTIONS[option])
     g = torch.Generator().manual_seed(5)
     known = mask = None
     if with_known:
@@ -61,9 +75,10 @@ def test_fast_sampler_params_equal_a_full_forward(name, shape, k, with_known):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("shape,k", [((1, 4, 3), 3), ((3, 2, 3), 4)], ids=["gray", "rgb"])
-def test_fast_and_naive_samplers_draw_the_same_images(name, shape, k):
+@pytest.mark.parametrize("option", OPTIONS)
+def test_fast_and_naive_samplers_draw_the_same_images(name, shape, k, option):
     """Both samplers consume the generator identically, so one seed gives one image set."""
-    model = tiny(name, shape, k)
+    model = tiny(name, shape, k, **OPTIONS[option])
     fast = model.sample(4, generator=torch.Generator().manual_seed(11), method="fast")
     naive = model.sample(4, generator=torch.Generator().manual_seed(11), method="naive")
     assert torch.equal(fast, naive)
@@ -118,6 +133,42 @@ def test_without_skip_connections_still_normalized(name):
     model = tiny(name, shape, k, skip_connections=False, hidden_channels=12)
     with torch.no_grad():
         total = torch.logsumexp(model.log_prob(all_images(shape, k)).double(), dim=0).exp().item()
+    assert abs(total - 1.0) < 1e-4
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_learned_initial_state_starts_at_zero_and_is_used(name):
+    """learned_init=True computes the zero-state model at initialisation (same weights), and its initial state
+    then changes the output (a sampler or forward pass that ignored it would not)."""
+    shape, k = (1, 4, 4), 2
+    torch.manual_seed(0)
+    plain = pixelmodels.build(name, image_shape=shape, num_levels=k, hidden_channels=6, num_layers=2).eval()
+    learned = pixelmodels.build(
+        name, image_shape=shape, num_levels=k, hidden_channels=6, num_layers=2, learned_init=True
+    ).eval()
+    missing = learned.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(key.endswith("init.state") for key in missing)
+    x = torch.randint(k, (3, *shape))
+    with torch.no_grad():
+        torch.testing.assert_close(learned(x), plain(x))
+        for key, param in learned.named_parameters():
+            if key.endswith("init.state"):
+                param.fill_(0.5)
+        assert not torch.allclose(learned(x), plain(x))
+
+
+def test_without_residual_connections_layers_replace_their_input():
+    """residual=False (the paper's 64x64 ImageNet model): the output differs from the residual model's with the
+    same weights, and the model stays a normalized distribution."""
+    shape, k = (3, 1, 2), 2
+    torch.manual_seed(0)
+    residual = tiny("row_lstm", shape, k, hidden_channels=12)
+    plain = tiny("row_lstm", shape, k, hidden_channels=12, residual=False)
+    plain.load_state_dict(residual.state_dict())
+    images = all_images(shape, k)
+    with torch.no_grad():
+        assert not torch.allclose(plain(images), residual(images))
+        total = torch.logsumexp(plain.log_prob(images).double(), dim=0).exp().item()
     assert abs(total - 1.0) < 1e-4
 
 
