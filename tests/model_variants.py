@@ -35,6 +35,7 @@ class Variant(NamedTuple):
 
 VARIANTS: list[Variant] = [
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2)),
+    Variant("pixelcnn", dict(hidden_channels=6, num_layers=2, skip_connections=True)),  # the paper presets
     Variant("row_lstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
     Variant("diagonal_bilstm", dict(hidden_channels=12, num_layers=2, first_kernel_size=3)),
     # the paper-preset options: learned initial state, no residual connections (64x64 ImageNet), the paper's layer
@@ -44,6 +45,7 @@ VARIANTS: list[Variant] = [
         dict(hidden_channels=12, num_layers=2, first_kernel_size=3, learned_init=True, full_context=False),
     ),
     Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3)),
+    Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3, skip_connections=False)),
     # (the conditional configuration is checked against the contract with labels and a map in test_gated_pixelcnn.py)
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2, head="dmol")),
     Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=1, num_mixtures=2, dropout=0.0)),

@@ -8,7 +8,7 @@ import torch
 
 import pixelmodels
 from contract import all_images, correlated_data, dependency_violations, empirical_tv, fit
-from pixelmodels.nn.gated import GatedStack
+from pixelmodels.nn.gated import GatedStack, shift_down
 
 
 def gated(shape=(1, 4, 4), k=4, **kw):
@@ -210,3 +210,65 @@ def test_conditions_on_digit_labels():
     beats_wrong = ((right > logp).sum(1).float() / 9).mean().item()  # share of wrong labels ranked below
     assert top1 > 0.5, f"right label most likely for only {top1:.0%} of test images"
     assert beats_wrong > 0.85, f"right label beats only {beats_wrong:.0%} of wrong labels"
+
+
+def upsampled(shape, k):
+    """A model fed a map half the image's size through the deconvolution network, the map bound."""
+    model = gated(shape, k, cond_channels=2, cond_upsample=1)
+    cond_map = torch.randn(1, 2, shape[1] // 2, shape[2] // 2)
+    model.bound_cond = cond_map
+    return bind(model, cond_map)
+
+
+@pytest.mark.parametrize("shape,k", [((1, 4, 4), 2), ((3, 2, 4), 4)], ids=["gray", "rgb"])
+def test_deconvolution_keeps_causality_and_normalization(shape, k):
+    """Section 2.3's m(s) reads only the map: causality w.r.t. the image and normalization hold."""
+    model = upsampled(shape, k)
+    leaks, isolated = dependency_violations(model)
+    assert leaks == [] and isolated == []
+    small = upsampled((shape[0], 2, 2), 2).eval()  # at most 2^12 images
+    with torch.no_grad():
+        total = torch.logsumexp(small.log_prob(all_images(small.image_shape, 2)).double(), dim=0).exp().item()
+    assert abs(total - 1.0) < 1e-4
+
+
+def test_deconvolution_uses_the_small_map_everywhere():
+    """The half-size map reaches the parameters of every pixel (gradients), and changing it changes the
+    likelihood; a full-size map is refused with a clear error."""
+    model = gated((1, 4, 4), 4, cond_channels=2, cond_upsample=1).eval()
+    x = torch.randint(4, (2, 1, 4, 4))
+    cond_map = torch.randn(2, 2, 2, 2, requires_grad=True)
+    params = model.network(model.scale_input(x), model.check_cond(cond_map, 2))  # (2, P, 4, 4)
+    for i in range(4):
+        for j in range(4):
+            (grad,) = torch.autograd.grad(params[:, :, i, j].sum(), cond_map, retain_graph=True)
+            assert grad.abs().sum() > 0, f"pixel {(i, j)} ignores the map"
+    with torch.no_grad():
+        assert not torch.allclose(model.log_prob(x, cond_map), model.log_prob(x, torch.randn(2, 2, 2, 2)))
+    with pytest.raises(ValueError, match=r"shape \(2, 2, 2, 2\)"):
+        model.log_prob(x, torch.randn(2, 2, 4, 4))
+    with pytest.raises(ValueError, match="divisible"):
+        gated((1, 5, 4), 4, cond_channels=2, cond_upsample=1)
+
+
+@pytest.mark.parametrize("kw", [dict(cond_channels=2, cond_upsample=1), dict(skip_connections=False)], ids=str)
+def test_fast_sampler_exact_with_deconvolution_and_without_skips(kw):
+    from test_fast_sampling import trace_errors
+
+    model = gated((3, 4, 4), 5, **kw).eval()
+    cond = model.check_cond(torch.randn(2, 2, 2, 2), 2) if model.cond_channels else None
+    trace: list = []
+    with torch.no_grad():
+        images = model.fast_sample(2, cond, None, None, generator=torch.Generator().manual_seed(0), trace=trace)
+        assert trace_errors(model, images, trace, cond) < 1e-4
+
+
+def test_without_skip_connections_the_output_reads_the_last_horizontal_stream():
+    model = gated((1, 4, 4), 4, skip_connections=False).eval()
+    assert all(layer.skip is None for layer in model.stack.layers)
+    x = torch.randint(4, (2, 1, 4, 4))
+    inputs = model.scale_input(x)
+    v, h = shift_down(inputs), inputs
+    for layer in model.stack.layers:
+        v, h, _ = layer(v, h)
+    torch.testing.assert_close(model(x), model.output(h))

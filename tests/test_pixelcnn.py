@@ -85,3 +85,22 @@ def test_bits_per_dim():
     nats = -model.log_prob(x)
     bpd = pixelmodels.bits_per_dim(nats, model.num_dims)
     torch.testing.assert_close(bpd, nats / (4 * torch.log(torch.tensor(2.0))))
+
+
+@pytest.mark.parametrize("shape,k", [((1, 4, 5), 3), ((3, 3, 4), 4)], ids=["gray", "rgb"])
+def test_skip_connections_keep_the_cached_sampler_exact(shape, k):
+    """Layer-to-output connections (section 4) are summed per position, so the cached sampler still matches
+    the full forward pass at every step, and draws what the naive sampler draws."""
+    from test_fast_sampling import trace_errors
+
+    model = tiny(shape, k, skip_connections=True, first_kernel_size=3).eval()
+    plain = tiny(shape, k, first_kernel_size=3).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    x = torch.randint(k, (2, *shape))
+    with torch.no_grad():
+        assert not torch.allclose(model(x), plain(x))  # the skips are really used
+        trace: list = []
+        images = model.fast_sample(3, None, None, None, generator=torch.Generator().manual_seed(0), trace=trace)
+        assert trace_errors(model, images, trace, None) < 1e-4
+    naive = model.sample(3, generator=torch.Generator().manual_seed(1), method="naive")
+    assert torch.equal(model.sample(3, generator=torch.Generator().manual_seed(1), method="fast"), naive)

@@ -7,11 +7,20 @@ Architecture (section 2, Figure 2; the blocks live in ``pixelmodels.nn.gated``):
   the first layer and mask B after, with R -> G -> B channel groups), which together remove PixelCNN's blind
   spot (section 2.2, Figure 1);
 - gated activation units tanh(W_f * x) * sigmoid(W_g * x) in both stacks (section 2.1, eq. 2);
-- a 1x1 link from each vertical pre-activation into the horizontal one, a residual connection (after a 1x1
-  conv) in the horizontal stack, and 1x1 skip outputs summed over layers into the output network;
+- a 1x1 link from each vertical pre-activation into the horizontal one and a residual connection (after a 1x1
+  conv) in the horizontal stack (Figure 2);
 - conditioning (section 2.3): a class label's learned embedding (eq. 4) and/or a spatial map projected by a 1x1
-  convolution (eq. 5) are added inside every gate;
+  convolution (eq. 5) are added inside every gate. A map smaller than the image goes first through the
+  deconvolutional network m(s) of eq. 5 (``cond_upsample`` transposed 4x4 convolutions of stride 2, ReLU
+  between them; ``Deconvolution``), which brings it to the image's resolution;
 - output: ReLU, 1x1 mask-B conv, ReLU, 1x1 mask-B conv to the head's parameters (a K-way softmax per sub-pixel).
+
+Paper model (section 3.1, Table 2; preset ``gated_pixelcnn-imagenet32``): 20 layers of 384 units (p = 384) with
+5x5 filters on ImageNet 32x32: 3.83 bits/dim.
+
+Widths (``widths``): ``hidden_channels`` is p, the width of both stacks as in the paper (each gate reads 2p
+pre-activations). PixelCNN's and PixelRNN's ``hidden_channels`` is h with a 2h-wide stream: a Gated PixelCNN
+with p = 2h has the same stream width as those.
 
 ``cond`` (see ``check_cond``):
 - ``num_classes`` set: integer labels, (B,) or one int for all;
@@ -25,8 +34,11 @@ Fast sampling (Ramachandran et al. 2017): the vertical stack is computed once pe
 once per step at the current pixel only, from per-layer caches (``GatedStackStepper``).
 
 Deviations from the paper:
-- The spatial map must have the image's height and width (the paper upsamples a smaller map with a
-  deconvolutional network, which a caller can put in front).
+- Skip outputs (``skip_connections=True``, the default): every layer's 1x1 skip output, summed, feeds the output
+  network. They are ours (the paper's Figure 2 has none); ``skip_connections=False`` feeds the last layer's
+  horizontal stream instead, as the paper does.
+- The deconvolution network's shape (4x4 kernels, stride 2, ``cond_channels`` wide) is ours: the paper does not
+  give it.
 - The first layer has no residual connection (its input is the image), as in most implementations.
 - The "no label" embedding and ``label_dropout`` are additions, so one model can also be used unconditionally.
 - ``hidden_channels`` is p (gates take 2p pre-activations); ``output_channels`` defaults to 2p.
@@ -39,10 +51,24 @@ from torch import nn
 
 from pixelmodels import sampling
 from pixelmodels.models.base import AutoregressiveModel
-from pixelmodels.nn import MaskedConv2d
+from pixelmodels.models.pixelcnn import output_stack
 from pixelmodels.nn.cache import PixelRunner
 from pixelmodels.nn.gated import GatedStack, GatedStackStepper
 from pixelmodels.registry import register
+
+
+class Deconvolution(nn.Sequential):
+    """m(s) of section 2.3 (eq. 5): ``layers`` transposed 4x4 convolutions of stride 2 (ReLU between them), each
+    doubling the map's height and width, ``channels`` wide. It reads only the conditioning map, never the image,
+    so causality is untouched."""
+
+    def __init__(self, channels: int, layers: int):
+        modules: list[nn.Module] = []
+        for i in range(layers):
+            if i:
+                modules.append(nn.ReLU())
+            modules.append(nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1))
+        super().__init__(*modules)
 
 
 @register("gated_pixelcnn")
@@ -58,6 +84,9 @@ class GatedPixelCNN(AutoregressiveModel):
         output_channels: width of the hidden 1x1 output layer (default 2p).
         num_classes: number of class labels (None: no label conditioning).
         cond_channels: channels of a spatial conditioning map (0: none).
+        cond_upsample: the map is 2^cond_upsample times smaller than the image in height and width and goes
+            through that many x2 transposed convolutions first (section 2.3's m(s)); 0: full-size map.
+        skip_connections: summed 1x1 skip outputs feed the output network (ours; False: the paper's model).
         label_dropout: probability, in training mode, of replacing a label by "no label".
         head: output distribution ("categorical").
     """
@@ -73,6 +102,8 @@ class GatedPixelCNN(AutoregressiveModel):
         output_channels: int | None = None,
         num_classes: int | None = None,
         cond_channels: int = 0,
+        cond_upsample: int = 0,
+        skip_connections: bool = True,
         label_dropout: float = 0.0,
         head: str = "categorical",
     ):
@@ -83,6 +114,10 @@ class GatedPixelCNN(AutoregressiveModel):
             raise ValueError(f"num_classes must be None or >= 1, got {num_classes}")
         if cond_channels < 0:
             raise ValueError(f"cond_channels must be >= 0, got {cond_channels}")
+        if cond_upsample < 0 or (cond_upsample and not cond_channels):
+            raise ValueError(f"cond_upsample must be >= 0 and needs cond_channels > 0, got {cond_upsample}")
+        if any(size % 2**cond_upsample for size in self.image_shape[1:]):
+            raise ValueError(f"cond_upsample={cond_upsample}: H and W must be divisible by {2**cond_upsample}")
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.hidden_channels = hidden_channels
@@ -91,16 +126,20 @@ class GatedPixelCNN(AutoregressiveModel):
         self.output_channels = output_channels
         self._num_classes = num_classes
         self.cond_channels = cond_channels
+        self.cond_upsample = cond_upsample
+        self.skip_connections = skip_connections
         self.label_dropout = label_dropout
         p, out_p = hidden_channels, output_channels or 2 * hidden_channels
 
-        self.stack = GatedStack(c, p, num_layers, kernel_size, groups, num_classes, cond_channels)
-        self.output = nn.Sequential(
-            nn.ReLU(),
-            MaskedConv2d(p, out_p, 1, "B", groups),
-            nn.ReLU(),
-            MaskedConv2d(out_p, self.head.num_params, 1, "B", groups),
-        )
+        self.deconvolution = Deconvolution(cond_channels, cond_upsample) if cond_upsample else None
+        self.stack = GatedStack(c, p, num_layers, kernel_size, groups, num_classes, cond_channels, skip_connections)
+        self.output = output_stack(p, out_p, self.head.num_params, groups)
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """The feature widths ``hidden_channels`` (p) sets, by name."""
+        p = self.hidden_channels
+        return {"stacks (p)": p, "gate pre-activations (2p)": 2 * p, "output layer": self.output[1].out_channels}
 
     @property
     def num_classes(self) -> int | None:
@@ -111,8 +150,14 @@ class GatedPixelCNN(AutoregressiveModel):
         if labels is not None and self.training and self.label_dropout > 0:
             dropped = torch.rand(labels.shape, device=labels.device) < self.label_dropout
             labels = torch.where(dropped, torch.full_like(labels, self.num_classes), labels)
-        skip = self.stack(inputs, labels, cond_map)  # (B, p, H, W)
-        return self.output(skip)  # (B, P, H, W)
+        features = self.stack(inputs, labels, self.upsample(cond_map))  # (B, p, H, W)
+        return self.output(features)  # (B, P, H, W)
+
+    def upsample(self, cond_map: torch.Tensor | None) -> torch.Tensor | None:
+        """A checked conditioning map at the image's resolution: through m(s) if ``cond_upsample``."""
+        if cond_map is None or self.deconvolution is None:
+            return cond_map
+        return self.deconvolution(cond_map)  # (B, cond_channels, H, W)
 
     # ----- conditioning --------------------------------------------------------------------------------------
     def split_cond(self, cond) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -151,7 +196,7 @@ class GatedPixelCNN(AutoregressiveModel):
     def _check_map(self, cond_map: torch.Tensor, batch: int) -> torch.Tensor:
         if not self.cond_channels:
             raise ValueError(f"this {self.model_name!r} takes no spatial map (cond_channels=0)")
-        shape = (self.cond_channels, *self.image_shape[1:])
+        shape = (self.cond_channels, *(size >> self.cond_upsample for size in self.image_shape[1:]))
         if cond_map.dim() == 3:
             cond_map = cond_map.unsqueeze(0).expand(batch, *shape)
         if not cond_map.dtype.is_floating_point or tuple(cond_map.shape) != (batch, *shape):
@@ -177,7 +222,7 @@ class GatedPixelCNN(AutoregressiveModel):
         """Cached sampling: the vertical stack once per row, the horizontal stack at the current pixel only."""
         _, height, width = self.image_shape
         labels, cond_map = self.split_cond(cond)
-        stepper = GatedStackStepper(self.stack, n, height, width, labels, cond_map)
+        stepper = GatedStackStepper(self.stack, n, height, width, labels, self.upsample(cond_map))
         run = PixelRunner(n, height, width)
 
         def pixel(inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:

@@ -4,18 +4,24 @@ Architecture (section 3.5 and Figure 5, Table 1 "PixelCNN"):
 - a 7x7 convolution with mask A (the current sub-pixel and everything after it are hidden);
 - ``num_layers`` residual blocks: ReLU, 1x1 conv (2h -> h), ReLU, 3x3 conv mask B (h -> h), ReLU,
   1x1 conv (h -> 2h), added to the block input (section 3.5, Figure 5);
+- layer-to-output (skip) connections (``skip_connections=True``; section 4: "residual and layer-to-output
+  connections are used across the layers of all three networks"): a 1x1 mask-B conv of every block's output,
+  summed, feeds the output layers instead of the last block's output;
 - two ReLU + 1x1 mask-B output layers, the last emitting the head's parameters (a 256-way softmax per
-  sub-pixel in the paper, section 5.3).
+  sub-pixel in the paper); the hidden one is 1024 wide for CIFAR-10 and ImageNet, 32 for MNIST (section 4).
 Every convolution, 1x1 ones included, is masked with R -> G -> B channel groups (section 3.4), so a
 sub-pixel's logits see earlier pixels and earlier colours of its own pixel only.
 
 The receptive field has the paper's blind spot (section 3.5 / Gated PixelCNN paper Figure 1): stacked
 masked 3x3 convolutions never reach pixels up and to the right beyond the first layer's reach.
 
+Widths (``widths``): ``hidden_channels`` is h, as in the paper (Figure 5): the residual stream and the skip
+connections carry 2h features, the 3x3 convolution inside a block h; ``num_layers`` counts residual blocks.
+
 Deviations from the paper:
-- ``hidden_channels`` is h (the paper's blocks carry 2h features); ``num_layers`` counts residual blocks.
-- ``output_channels`` (the width of the first 1x1 output layer) defaults to 2h; the paper used 1024
-  for CIFAR-10.
+- ``output_channels`` (the width of the first 1x1 output layer) defaults to 2h (the paper presets set 1024 or
+  32, section 4).
+- ``skip_connections`` defaults to False (True in the paper presets).
 - With a head that draws a pixel's channels jointly (``head="dmol"``) the channel groups collapse to one
   and mask A hides the whole current pixel.
 
@@ -56,12 +62,13 @@ class ResidualBlock(nn.Module):
 
 def output_stack(in_channels: int, hidden_channels: int, num_params: int, groups: int) -> nn.Sequential:
     """The output layers of Table 1 (PixelRNN paper): ReLU, 1x1 mask-B conv, ReLU, 1x1 mask-B conv to the
-    head's parameters. Shared by PixelCNN, Row LSTM and Diagonal BiLSTM."""
+    head's parameters. Shared by PixelCNN, Row LSTM, Diagonal BiLSTM and Gated PixelCNN. The last layer runs in
+    float32 under autocast, so bf16 never rounds the head's parameters."""
     return nn.Sequential(
         nn.ReLU(),
         MaskedConv2d(in_channels, hidden_channels, 1, "B", groups),
         nn.ReLU(),
-        MaskedConv2d(hidden_channels, num_params, 1, "B", groups),
+        MaskedConv2d(hidden_channels, num_params, 1, "B", groups, float32=True),
     )
 
 
@@ -76,7 +83,9 @@ class PixelCNN(AutoregressiveModel):
         num_layers: number of residual blocks.
         kernel_size: the masked convolution size inside the blocks (3 in the paper).
         first_kernel_size: the mask-A input convolution size (7 in the paper).
-        output_channels: width of the hidden 1x1 output layer (default 2h).
+        output_channels: width of the hidden 1x1 output layer (default 2h; the paper: 1024 for CIFAR-10 and
+            ImageNet, 32 for MNIST).
+        skip_connections: sum 1x1 convs of every block's output into the output layers (section 4).
         head: output distribution ("categorical").
     """
 
@@ -90,6 +99,7 @@ class PixelCNN(AutoregressiveModel):
         kernel_size: int = 3,
         first_kernel_size: int = 7,
         output_channels: int | None = None,
+        skip_connections: bool = False,
         head: str = "categorical",
     ):
         super().__init__(image_shape, num_levels, head)
@@ -102,11 +112,20 @@ class PixelCNN(AutoregressiveModel):
         self.kernel_size = kernel_size
         self.first_kernel_size = first_kernel_size
         self.output_channels = output_channels
+        self.skip_connections = skip_connections
         h, out_h = hidden_channels, output_channels or 2 * hidden_channels
 
         self.input_conv = MaskedConv2d(c, 2 * h, first_kernel_size, "A", groups)
         self.blocks = nn.ModuleList(ResidualBlock(h, kernel_size, groups) for _ in range(num_layers))
+        if skip_connections:
+            self.skips = nn.ModuleList(MaskedConv2d(2 * h, 2 * h, 1, "B", groups) for _ in range(num_layers))
         self.output = output_stack(2 * h, out_h, self.head.num_params, groups)
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """The feature widths ``hidden_channels`` (h) sets, by name."""
+        h = self.hidden_channels
+        return {"3x3 convolutions (h)": h, "residual stream (2h)": 2 * h, "output layer": self.output[1].out_channels}
 
     @property
     def receptive_radius(self) -> int:
@@ -116,9 +135,12 @@ class PixelCNN(AutoregressiveModel):
 
     def network(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         x = self.input_conv(inputs)  # (B, 2h, H, W)
-        for block in self.blocks:
+        skip = 0.0
+        for i, block in enumerate(self.blocks):
             x = block(x)
-        return self.output(x)  # (B, P, H, W)
+            if self.skip_connections:
+                skip = skip + self.skips[i](x)  # (B, 2h, H, W)
+        return self.output(skip if self.skip_connections and self.blocks else x)  # (B, P, H, W)
 
     @torch.no_grad()
     def fast_sample(
@@ -138,9 +160,12 @@ class PixelCNN(AutoregressiveModel):
 
         def pixel(inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:
             x = run(self.input_conv, inputs, i, j)  # (B, 2h)
-            for block in self.blocks:
+            skip = 0.0
+            for k, block in enumerate(self.blocks):
                 x = x + run(block.body, x, i, j)
-            return run(self.output, x, i, j)  # (B, P)
+                if self.skip_connections:
+                    skip = skip + run(self.skips[k], x, i, j)  # per position: the sum is pixel-wise
+            return run(self.output, skip if self.skip_connections and self.blocks else x, i, j)  # (B, P)
 
         return sampling.cached_sample(
             self,

@@ -58,6 +58,7 @@ from pixelmodels.nn import (
     down_shift,
     right_shift,
 )
+from pixelmodels.nn.masked import Float32Conv2d
 from pixelmodels.registry import register
 from pixelmodels.sampling import initial_canvas
 
@@ -191,9 +192,9 @@ class PixelCNNPP(AutoregressiveModel):
             # a categorical head over C > 1 channels: sub-pixel c must also see channels < c of its own pixel
             self.output_hidden = nn.Conv2d(f, f, 1)
             self.current_pixel = MaskedConv2d(c, f, 1, "A", c)
-            self.output = MaskedConv2d(f, p, 1, "B", c)
+            self.output = MaskedConv2d(f, p, 1, "B", c, float32=True)
         else:
-            self.output = nn.Conv2d(f, p, 1)
+            self.output = Float32Conv2d(f, p, 1)  # float32 under autocast: bf16 would round the DMoL means
 
     @property
     def num_classes(self) -> int | None:

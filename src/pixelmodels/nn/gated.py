@@ -13,7 +13,8 @@ Two stacks replace PixelCNN's masked convolutions, which leave a blind spot (pap
 
 Both stacks use the gated unit ``tanh(f) * sigmoid(g)`` (eq. 2); ``f`` and ``g`` are the two halves of a
 convolution with 2p outputs, each half carrying the same channel groups. The horizontal stack is residual
-(after a 1x1 conv) from its second layer on; each layer also emits a 1x1 skip output, summed over layers.
+(after a 1x1 conv) from its second layer on; each layer also emits a 1x1 skip output, summed over layers
+(ours, optional: the paper's Figure 2 has none).
 
 Conditioning (section 2.3, eq. 4-5): a class label's learned embedding and/or a 1x1 projection of a spatial
 map are added to ``f`` and ``g`` inside every gate of both stacks. Neither depends on the image, so causality
@@ -99,7 +100,9 @@ def shift_down(x: torch.Tensor) -> torch.Tensor:
 class GatedLayer(nn.Module):
     """One layer of both stacks (paper Figure 2). ``first`` = mask A and no residual (the input is the image)."""
 
-    def __init__(self, in_channels: int, channels: int, kernel_size: int, num_groups: int, first: bool):
+    def __init__(
+        self, in_channels: int, channels: int, kernel_size: int, num_groups: int, first: bool, skip: bool = True
+    ):
         super().__init__()
         p = channels
         self.first = first
@@ -107,15 +110,15 @@ class GatedLayer(nn.Module):
         self.h_conv = HorizontalConv(in_channels, p, kernel_size, "A" if first else "B", num_groups)
         self.link = nn.Conv2d(2 * p, 2 * p, 1)  # vertical -> horizontal; the vertical stack sees no current row
         self.h_out = MaskedConv2d(p, p, 1, "B", num_groups)
-        self.skip = MaskedConv2d(p, p, 1, "B", num_groups)
+        self.skip = MaskedConv2d(p, p, 1, "B", num_groups) if skip else None
 
     def forward(
         self, v: torch.Tensor, h: torch.Tensor, cond_v: torch.Tensor | float = 0.0, cond_h: torch.Tensor | float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         v_pre = self.v_conv(v) + cond_v  # (B, 2p, H, W)
         gated = gate(self.h_conv(h) + self.link(v_pre) + cond_h)  # (B, p, H, W)
         h_next = self.h_out(gated) if self.first else h + self.h_out(gated)
-        return gate(v_pre), h_next, self.skip(gated)
+        return gate(v_pre), h_next, None if self.skip is None else self.skip(gated)
 
 
 class GatedStack(nn.Module):
@@ -131,8 +134,11 @@ class GatedStack(nn.Module):
             "no label" embedding, used when no labels are given (None: no label input).
         cond_channels: channels of a spatial conditioning map (same H, W as the image), 1x1 projected into
             every gate (0: none).
+        skip_connections: each layer emits a 1x1 skip output, summed (ours: the paper's Figure 2 has none);
+            False returns the last layer's horizontal stream instead.
 
-    ``forward(x, labels, cond_map) -> skip`` (B, p, H, W): the sum of every layer's skip output.
+    ``forward(x, labels, cond_map) -> out`` (B, p, H, W): the sum of every layer's skip output, or the last
+    horizontal stream without skip connections.
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class GatedStack(nn.Module):
         num_groups: int = 1,
         num_classes: int | None = None,
         cond_channels: int = 0,
+        skip_connections: bool = True,
     ):
         super().__init__()
         if num_layers < 1:
@@ -151,8 +158,9 @@ class GatedStack(nn.Module):
         if channels < num_groups:
             raise ValueError(f"channels ({channels}) must be at least the number of colour groups ({num_groups})")
         self.channels, self.num_classes, self.cond_channels = channels, num_classes, cond_channels
+        self.skip_connections = skip_connections
         self.layers = nn.ModuleList(
-            GatedLayer(in_channels if i == 0 else channels, channels, kernel_size, num_groups, first=i == 0)
+            GatedLayer(in_channels if i == 0 else channels, channels, kernel_size, num_groups, i == 0, skip_connections)
             for i in range(num_layers)
         )
         # one embedding / projection for all layers and both stacks: (layer, stack, 2p) flattened
@@ -183,8 +191,9 @@ class GatedStack(nn.Module):
         v, h, skip = shift_down(x), x, 0.0
         for layer, (cond_v, cond_h) in zip(self.layers, self.conditioning(x.shape[0], labels, cond_map), strict=True):
             v, h, s = layer(v, h, cond_v, cond_h)
-            skip = skip + s
-        return skip  # (B, p, H, W)
+            if s is not None:
+                skip = skip + s
+        return skip if self.skip_connections else h  # (B, p, H, W)
 
 
 class GatedStackStepper:
@@ -192,7 +201,7 @@ class GatedStackStepper:
 
     ``start_row(prev_row, i)`` computes the vertical stack along row i once image row i-1 is final (prev_row:
     its scaled inputs (B, C, W), None for i = 0); ``pixel(inputs, i, j)`` then computes the horizontal stack at
-    (i, j) from the current pixel's inputs (B, C) and the caches, returning the summed skip (B, p);
+    (i, j) from the current pixel's inputs (B, C) and the caches, returning the stack's output there (B, p);
     ``commit(inputs, i, j)`` stores a finished pixel's final values.
     """
 
@@ -210,7 +219,9 @@ class GatedStackStepper:
         self.h_caches = [layer.h_conv.cache(batch, height, width) for layer in stack.layers]
         self.links = [(layer.link.weight[:, :, 0, 0], layer.link.bias) for layer in stack.layers]
         self.outs = [(pointwise_weight(layer.h_out), layer.h_out.bias) for layer in stack.layers]
-        self.skips = [(pointwise_weight(layer.skip), layer.skip.bias) for layer in stack.layers]
+        self.skips = [
+            (pointwise_weight(layer.skip), layer.skip.bias) for layer in stack.layers if layer.skip is not None
+        ]
         self.cond = stack.conditioning(batch, labels, cond_map)
         self.h_rows: list[torch.Tensor] = []  # per layer: horizontal pre-activation from the link + cond, row i
 
@@ -232,8 +243,9 @@ class GatedStackStepper:
             gated = gate(cache.step(i, j, h) + self.h_rows[k][:, j])  # (B, p)
             out = F.linear(gated, *self.outs[k])
             h = out if k == 0 else h + out
-            skip = skip + F.linear(gated, *self.skips[k])
-        return skip  # (B, p)
+            if self.skips:
+                skip = skip + F.linear(gated, *self.skips[k])
+        return skip if self.skips else h  # (B, p)
 
     def commit(self, inputs: torch.Tensor, i: int, j: int) -> None:
         self.h_caches[0].write(i, j, inputs)
