@@ -4,7 +4,7 @@ A run is described by one :class:`RunConfig` holding four parts::
 
     model  ModelConfig   which registered model and its hyper-parameters (checked against its constructor)
     data   DataConfig    data set, splits, batch sizes
-    optim  OptimConfig   Adam/AdamW, warm-up and decay, gradient clipping, EMA
+    optim  OptimConfig   Adam/AdamW/RMSProp, warm-up and decay, gradient clipping, EMA
     train  TrainConfig   steps, evaluation/sample/checkpoint cadence, seed, device, precision, compile
 
 Overrides use dotted keys: ``optim.lr=3e-4``, ``train.steps=2000``, ``model.hidden_channels=32``,
@@ -56,10 +56,10 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "rmsprop"] = "adam"  # rmsprop: the PixelRNN paper's (section 5.2)
     lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
+    beta1: float = 0.9  # Adam's first-moment decay (unused by rmsprop)
+    beta2: float = 0.999  # Adam's second-moment decay; rmsprop's squared-gradient decay (its alpha)
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     schedule: Literal["constant", "cosine", "linear"] = "cosine"  # decay after warm-up, to min_lr_ratio * lr

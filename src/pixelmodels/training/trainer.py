@@ -322,6 +322,8 @@ def learning_rate(step: int, optim: OptimConfig, total_steps: int) -> float:
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    if optim.optimizer == "rmsprop":  # beta2 is the squared-gradient decay
+        return torch.optim.RMSprop(model.parameters(), lr=optim.lr, alpha=optim.beta2, weight_decay=optim.weight_decay)
     cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
     return cls(model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2), weight_decay=optim.weight_decay)
 
