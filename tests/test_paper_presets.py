@@ -68,3 +68,20 @@ def test_rmsprop_trains_and_checkpoints(tmp_path):
     assert any(key.endswith("/square_avg") for key in tensors)
     with pytest.raises(ValueError, match="optim.optimizer must be one of adam, adamw, rmsprop"):
         apply_overrides(config, ["optim.optimizer=sgd"])
+
+
+def test_widths_say_what_hidden_channels_means(capsys):
+    """hidden_channels is h (a 2h-wide stream) in PixelCNN and PixelRNN, p (the stream) in Gated PixelCNN: each
+    model reports its widths, and ``pixelmodels models -v`` prints them."""
+    from pixelmodels.cli import main
+
+    def widths(name, **kw):
+        return pixelmodels.build(name, image_shape=(3, 4, 4), num_levels=4, hidden_channels=12, **kw).widths
+
+    assert widths("pixelcnn")["residual stream (2h)"] == 24
+    assert widths("row_lstm")["residual stream (2h)"] == 24 and widths("row_lstm")["LSTM units (h)"] == 12
+    assert widths("diagonal_bilstm", output_channels=40)["output layer"] == 40
+    assert widths("gated_pixelcnn")["stacks (p)"] == 12
+    assert main(["models", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("widths at the defaults") == 4 and "stacks (p) = 64" in out

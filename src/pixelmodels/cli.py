@@ -22,6 +22,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.verbose:
             for key, default in hyperparameters(cls).items():
                 print(f"    {key} = {default!r}")
+            if isinstance(getattr(cls, "widths", None), property):  # what hidden_channels means for this model
+                widths = cls(image_shape=(3, 8, 8), num_levels=256).widths
+                print("    widths at the defaults: " + ", ".join(f"{k} = {v}" for k, v in widths.items()))
     return 0
 
 
