@@ -45,7 +45,9 @@ VARIANTS: list[Variant] = [
         dict(hidden_channels=12, num_layers=2, first_kernel_size=3, learned_init=True, full_context=False),
     ),
     Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3)),
-    Variant("gated_pixelcnn", dict(hidden_channels=12, num_layers=2, kernel_size=3, skip_connections=False)),
+    # the paper's network (no skip outputs). p=16: at p=12 the four green features of pixel (0, 0) all start below
+    # the output ReLU at the suite's seed, a dead-unit accident of initialisation the isolation check reports
+    Variant("gated_pixelcnn", dict(hidden_channels=16, num_layers=2, kernel_size=3, skip_connections=False)),
     # (the conditional configuration is checked against the contract with labels and a map in test_gated_pixelcnn.py)
     Variant("pixelcnn", dict(hidden_channels=6, num_layers=2, head="dmol")),
     Variant("pixelcnn_pp", dict(hidden_channels=4, num_layers=1, num_mixtures=2, dropout=0.0)),
