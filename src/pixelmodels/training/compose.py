@@ -49,17 +49,13 @@ def compose_runs(first_run: str | Path, rest_run: str | Path, out: str | Path, o
     name = config_b.pop("name")
     model = build(name, train_stage="all", **config_b)
     has_ema = meta_a.get("has_ema") and meta_b.get("has_ema")
-    weights = {}
+    models = {}
     for prefix in ("model", "ema") if has_ema else ("model",):
-        merged = {f"{prefix}/{k}": v for k, v in tensors_a.items() if k.startswith(f"{prefix}/{_PARTS['first']}")}
-        merged |= {f"{prefix}/{k}": v for k, v in tensors_b.items() if k.startswith(f"{prefix}/{_PARTS['rest']}")}
-        merged = {k[len(prefix) + 1 :]: v for k, v in merged.items()}
-        weights[prefix] = merged
-    model.load_state_dict(weights["model"])
-    ema = None
-    if has_ema:
-        ema = build(name, train_stage="all", **config_b)
-        ema.load_state_dict(weights["ema"])
+        merged = {k: v for k, v in tensors_a.items() if k.startswith(f"{prefix}/{_PARTS['first']}")}
+        merged |= {k: v for k, v in tensors_b.items() if k.startswith(f"{prefix}/{_PARTS['rest']}")}
+        models[prefix] = build(name, train_stage="all", **config_b)
+        ckpt.load_state(models[prefix], merged, prefix, f"{first_run} + {rest_run}")
+    model, ema = models["model"], models.get("ema")
     run_config = json.loads(json.dumps(meta_b["config"]))
     run_config["model"]["hparams"]["train_stage"] = "all"
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:

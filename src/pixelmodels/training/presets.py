@@ -265,6 +265,25 @@ PRESETS: dict[str, Preset] = {
         )
         for size, scale in ((32, 2), (64, 4), (128, 4))
     },
+    # Size upscaling in distinct stages on digits, CPU-sized: a small SPN for the 4x4 first slice, a conditional
+    # SPN for the other three 4x4 slices given it. Train stage by stage (`--stage first`, `--stage rest`) and
+    # join the runs with `pixelmodels compose`, or train both at once (train_stage "all").
+    "spn-staged-digits": Preset(
+        "size upscaling in two stages on digits (4x4 first slice, then the rest): CPU, a few minutes",
+        {
+            "model": {"name": "staged", "hparams": {
+                "split": "size", "factor": 2,
+                "first": {"name": "spn", "scale": 2, "hidden_channels": 24, "num_layers": 2, "num_heads": 3,
+                          "context_layers": 1, "context_attention_layers": 1},
+                "rest": {"name": "spn", "hidden_channels": 24, "num_layers": 2, "num_heads": 3,
+                         "context_layers": 1, "context_attention_layers": 1},
+            }},
+            "data": {"dataset": "digits", "batch_size": 32},
+            "optim": {"lr": 3e-3, "warmup_steps": 100, "schedule": "cosine", "ema_decay": 0.995},
+            "train": {"steps": 1500, "log_every": 50, "eval_every": 250, "sample_every": 500,
+                      "checkpoint_every": 250, "num_threads": 1},
+        },
+    ),
     # Small SPN on digits for CPU: S=2 (4x4 slices), one random slice per image per step.
     "spn-digits": Preset(
         "small SPN (S=2, attention context and decoder) on digits: CPU, a few minutes",
