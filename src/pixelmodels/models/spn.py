@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from pixelmodels.heads import Head
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import MaskedConv2d
-from pixelmodels.nn.attention import DecoderStack, GroupedLayerNorm, MaskedLinear, TransformerBlock
+from pixelmodels.nn.attention import DecoderStack, GroupedLayerNorm, MaskedLinear, TransformerBlock, run_blocks
 from pixelmodels.nn.subscale import earlier_slices, from_slices, to_slices
 from pixelmodels.ordering import Step, subscale_order
 from pixelmodels.registry import register
@@ -57,6 +57,7 @@ class ContextNetwork(nn.Module):
             for _ in range(conv_layers)
         )
         self.attention = nn.ModuleList(TransformerBlock(hidden, heads) for _ in range(attention_layers))
+        self.recompute = False  # activation checkpointing of the attention blocks (nn.attention.run_blocks)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """x: (B, Cin, h, w); targets: (B,) slice indices -> (B, hc, h, w)."""
@@ -65,9 +66,7 @@ class ContextNetwork(nn.Module):
             y = y + conv(y)
         if not len(self.attention):
             return y
-        seq = y.flatten(2).transpose(1, 2)  # (B, h*w, hc)
-        for block in self.attention:
-            seq = block(seq)
+        seq = run_blocks(self.attention, y.flatten(2).transpose(1, 2), recompute=self.recompute)  # (B, h*w, hc)
         return seq.transpose(1, 2).reshape(y.shape)
 
 
@@ -129,7 +128,8 @@ class SubscaleNetwork(nn.Module):
     """
 
     def __init__(self, image_shape, head: Head, scale, hidden, layers, heads, context_channels, context_layers,
-                 context_attention_layers, first_kernel_size, given_channels=0, first_slice_given=False):  # fmt: skip
+                 context_attention_layers, first_kernel_size, given_channels=0, first_slice_given=False,
+                 recompute=False):  # fmt: skip
         super().__init__()
         c, height, width = image_shape
         if scale < 1 or height % scale or width % scale:
@@ -152,6 +152,7 @@ class SubscaleNetwork(nn.Module):
         )
         self.decoder = SliceDecoder(c, groups, hidden, layers, heads, first_kernel_size, context_channels,
                                     head.num_params)  # fmt: skip
+        self.context.recompute = self.decoder.stack.recompute = recompute
 
     def order(self, joint_channels: bool) -> list[Step]:
         steps = subscale_order(*self.image_shape, self.scale, joint_channels=joint_channels)
@@ -255,6 +256,7 @@ class SubscalePixelNetwork(AutoregressiveModel):
         context_attention_layers: self-attention blocks of the context network (>= 1 for image-wide reach).
         first_kernel_size: the decoder's mask-A embedding convolution size.
         train_slices: target slices per image in ``estimate_log_prob`` / ``training_loss`` (0: all = exact).
+        recompute: activation checkpointing of the attention blocks in training (same gradients, less memory).
         head: output distribution ("categorical" or "dmol").
     """
 
@@ -272,6 +274,7 @@ class SubscalePixelNetwork(AutoregressiveModel):
         context_attention_layers: int = 2,
         first_kernel_size: int = 3,
         train_slices: int = 1,
+        recompute: bool = False,
         head: str = "categorical",
     ):
         super().__init__(image_shape, num_levels, head)
@@ -288,9 +291,11 @@ class SubscalePixelNetwork(AutoregressiveModel):
         self.context_attention_layers = context_attention_layers
         self.first_kernel_size = first_kernel_size
         self.train_slices = train_slices
+        self.recompute = recompute
         self.core = SubscaleNetwork(
             self.image_shape, self.head, scale, hidden_channels, num_layers, num_heads,
             context_channels or hidden_channels, context_layers, context_attention_layers, first_kernel_size,
+            recompute=recompute,
         )  # fmt: skip
 
     def order(self) -> list[Step]:

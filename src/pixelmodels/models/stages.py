@@ -50,7 +50,7 @@ class ConditionalSPN(nn.Module):
 
     def __init__(self, image_shape, num_levels, given_levels, first_slice_given, *, scale=2, hidden_channels=48,
                  num_layers=4, num_heads=3, context_channels=None, context_layers=2, context_attention_layers=2,
-                 first_kernel_size=3, train_slices=1, head="categorical"):  # fmt: skip
+                 first_kernel_size=3, train_slices=1, recompute=False, head="categorical"):  # fmt: skip
         super().__init__()
         c = image_shape[0]
         self.num_levels, self.given_levels, self.train_slices = num_levels, given_levels, train_slices
@@ -58,6 +58,7 @@ class ConditionalSPN(nn.Module):
         self.core = SubscaleNetwork(
             image_shape, self.head, scale, hidden_channels, num_layers, num_heads, context_channels or hidden_channels,
             context_layers, context_attention_layers, first_kernel_size, c if given_levels else 0, first_slice_given,
+            recompute,
         )  # fmt: skip
 
     def order(self) -> list[Step]:

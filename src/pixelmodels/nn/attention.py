@@ -27,6 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from pixelmodels.nn.masked import make_mask
 
@@ -160,6 +161,18 @@ class TransformerBlock(nn.Module):
         return x + self.feed_forward(self.norm2(x))
 
 
+def run_blocks(blocks, x: torch.Tensor, *args, recompute: bool = False) -> torch.Tensor:
+    """Apply ``blocks`` in turn. ``recompute`` (when gradients are on): keep only each block's input for backward
+    and recompute its activations there (activation checkpointing: the same gradients, less memory, ~1/3 more
+    compute)."""
+    for block in blocks:
+        if recompute and torch.is_grad_enabled():
+            x = checkpoint(block, x, *args, use_reentrant=False)
+        else:
+            x = block(x, *args)
+    return x
+
+
 class DecoderStack(nn.Module):
     """Causal transformer blocks over N positions in raster order, each conditioned on a per-position map; keys
     and values also read each position's own pixel values (``pixel_channels`` of them)."""
@@ -169,11 +182,10 @@ class DecoderStack(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, heads, groups, True, cond_dim, pixel_channels) for _ in range(layers)
         )
+        self.recompute = False  # see run_blocks
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, cond, pixels)
-        return x
+        return run_blocks(self.blocks, x, cond, pixels, recompute=self.recompute)
 
     def stepper(self, batch: int, length: int, like: torch.Tensor) -> DecoderStepper:
         return DecoderStepper(self, batch, length, like)
