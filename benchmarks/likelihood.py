@@ -57,7 +57,7 @@ MODELS: dict[str, dict] = {
         "common": {"hidden_channels": 16, "num_layers": 1, "num_resolutions": 3, "dropout": 0.0},
         "binarized_mnist": {"head": "categorical"},  # a 2-way softmax, like every other model here
     },
-    "spn": {"common": {"hidden_channels": 16, "num_layers": 2, "context_layers": 2}},
+    "spn": {"common": {"hidden_channels": 18, "num_layers": 2, "context_layers": 2}},  # heads split 3 colour groups
 }
 
 # Fixed budgets. Batch 16 as in the PixelRNN paper. max_test: None = the whole test split.

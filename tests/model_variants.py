@@ -63,19 +63,39 @@ def _two_bits_or_more(k: int) -> bool:
     return k >= 4 and k & (k - 1) == 0
 
 
-_SPN = dict(hidden_channels=6, num_layers=1, context_channels=6, context_layers=1, first_kernel_size=3)
-_SPN_DEPTH_CAUSALITY = "MSB planes then LSB planes: not one step per sub-pixel; see tests/test_spn.py"
+_SPN = dict(
+    hidden_channels=9, num_layers=1, num_heads=3, context_channels=6, context_layers=1, context_attention_layers=1
+)
+_STAGED_CAUSALITY = "two stages (a first view, then the rest given it); see tests/test_spn.py"
 VARIANTS += [
     Variant("spn", dict(_SPN, scale=2), _even_size),
-    Variant("spn", dict(_SPN, scale=2, size_upscaling=True), _even_size),
-    Variant("spn", dict(_SPN, scale=2, depth_upscaling_bits=1), _even_size, _two_bits_or_more, _SPN_DEPTH_CAUSALITY),
+    Variant("spn", dict(_SPN, scale=1, head="dmol", hidden_channels=3, num_heads=1, context_channels=3)),
+    # multidimensional upscaling (models/stages.py): size (a PixelCNN for the first slice), depth, and both nested
     Variant(
-        "spn",
-        dict(_SPN, scale=2, size_upscaling=True, depth_upscaling_bits=1),
-        _even_size,
-        _two_bits_or_more,
-        _SPN_DEPTH_CAUSALITY,
+        "staged",
+        dict(split="size", factor=2, first=dict(name="pixelcnn", hidden_channels=6, num_layers=1),
+             rest=dict(_SPN, name="spn")),
+        _even_size, None, _STAGED_CAUSALITY,
     ),
-    # S = 1 (one slice) lets depth upscaling run on the suite's RGB 1x1 spaces with K = 4.
-    Variant("spn", dict(_SPN, scale=1, depth_upscaling_bits=1), None, _two_bits_or_more, _SPN_DEPTH_CAUSALITY),
-]
+    Variant(
+        "staged",
+        dict(split="depth", factor=1, first=dict(_SPN, name="spn", scale=2), rest=dict(_SPN, name="spn", scale=2)),
+        _even_size, _two_bits_or_more, _STAGED_CAUSALITY,
+    ),
+    Variant(
+        "staged",
+        dict(split="depth", factor=1, first=dict(_SPN, name="spn", scale=1), rest=dict(_SPN, name="spn", scale=1)),
+        None, _two_bits_or_more, _STAGED_CAUSALITY,
+    ),
+    Variant(
+        "staged",
+        dict(
+            split="depth",
+            factor=1,
+            first=dict(name="staged", split="size", factor=2, first=dict(_SPN, name="spn", scale=1),
+                       rest=dict(_SPN, name="spn")),
+            rest=dict(_SPN, name="spn", scale=2),
+        ),
+        _even_size, _two_bits_or_more, _STAGED_CAUSALITY,
+    ),
+]  # fmt: skip

@@ -182,6 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.insert(0, f"data.dataset={args.dataset}")
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={args.data_dir}")
+    if args.stage is not None:  # a staged model (models/stages.py): train one stage; join them with `compose`
+        overrides.append(f"model.train_stage={args.stage}")
     config = apply_overrides(config, overrides)
     run_dir = train(
         config, args.out, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after, progress=None
@@ -201,6 +203,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"best step {results['best_step']}, {results['train_time_s']:.0f} s training); "
         f"samples: {run_dir / 'samples.png'}"
     )
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from pixelmodels.training.compose import compose_runs, evaluate_stages
+
+    out = compose_runs(args.first_run, args.rest_run, args.out, overwrite=args.overwrite)
+    result = {"run": str(out)}
+    if args.split != "none":
+        result |= {"split": args.split, "bits_per_dim": evaluate_stages(out, args.split)}
+    print(json.dumps(result))
     return 0
 
 
@@ -326,7 +339,24 @@ def add_training_commands(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--stop-after", type=int, metavar="STEP", help="pause at this step (checkpoint saved); resume later")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress lines")
+    p.add_argument(
+        "--stage", choices=["first", "rest"],
+        help="for a 'staged' model: train only this stage's term (then join two runs with `pixelmodels compose`)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "compose", help="join the stages of two 'staged' runs into one model",
+        description="Take the first stage from FIRST_RUN and the rest stage from REST_RUN (both trained from one "
+        "staged config with --stage first / --stage rest) and write one run whose log_prob is their exact sum; "
+        "prints each stage's test bits/dim.",
+    )  # fmt: skip
+    p.add_argument("first_run", help="run trained with --stage first")
+    p.add_argument("rest_run", help="run trained with --stage rest")
+    p.add_argument("--out", required=True, help="the composed run directory")
+    p.add_argument("--overwrite", action="store_true", help="replace what is in --out")
+    p.add_argument("--split", default="test", help="split to report each stage's bits/dim on (none: skip)")
+    p.set_defaults(func=cmd_compose)
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("run", help="a run directory (or a checkpoint JSON file)")

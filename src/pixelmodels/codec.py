@@ -238,11 +238,12 @@ def _encode(model, x, labels, batch_size: int, method: int, radius: int, progres
             chunk = x[start : start + batch_size].numpy().astype(np.int32)  # (b, C, H, W)
             chunk_cond = None if labels is None else labels[start : start + batch_size].to(device)
 
-            def encode(freqs: np.ndarray, c: int, step: Step, chunk=chunk) -> np.ndarray:
-                values = np.ascontiguousarray(chunk[:, c, step.h, step.w])  # (b,)
+            def encode(freqs: np.ndarray, c: int, step: Step) -> np.ndarray:
+                values = np.ascontiguousarray(encode.truth[:, c, step.h, step.w])  # (b,)
                 encoder.encode(values, family, freqs.astype(np.float64))
                 return values
 
+            encode.truth = chunk  # a staged model swaps in each stage's view (_walk_stages)
             coded = _walk(model, len(chunk), chunk_cond, device, encode, method, radius, progress)
             if not np.array_equal(coded.cpu().numpy(), chunk):
                 raise _FastPathUnusable("its images differ from the values the codec chose")
@@ -350,6 +351,8 @@ def _walk(
 ) -> torch.Tensor:
     """Fill a zero canvas (n, C, H, W) step by step; ``code(freqs (n, K), channel, step)`` returns the values
     (encoder: the true ones, after coding them; decoder: the decoded ones). Both sides run exactly this."""
+    if hasattr(model, "coding_stages"):
+        return _walk_stages(model, n, cond, device, code, progress)
     if method == FAST:
         return _walk_fast(model, n, cond, device, code, progress)
     canvas = torch.zeros(n, *model.image_shape, dtype=torch.long, device=device)  # (n, C, H, W)
@@ -407,19 +410,50 @@ class _CodingHead(torch.nn.Module):
         return self.inner.channel_log_probs(params, x, channel)
 
 
-def _walk_fast(model, n, cond, device, code, progress) -> torch.Tensor:
-    """The walk through the model's cached ``fast_sample``, with ``model.head`` swapped for a coding head."""
+def _walk_fast(model, n, cond, device, code, progress, run=None) -> torch.Tensor:
+    """The walk through the model's cached ``fast_sample`` (or ``run(generator)``), with ``model.head`` swapped
+    for a coding head."""
     real_head = model.head
     coding = _CodingHead(real_head, model.order(), code)
     model.head = coding
     try:
         generator = torch.Generator(device=device).manual_seed(0)  # unused when every draw is coded
-        images = model.fast_sample(n, cond, None, None, generator=generator, progress=progress)
+        if run is None:
+            images = model.fast_sample(n, cond, None, None, generator=generator, progress=progress)
+        else:
+            images = run(generator)
     finally:
         model.head = real_head
     if coding.calls != len(coding.steps):
         raise _FastPathUnusable(f"it drew {coding.calls} of {len(coding.steps)} steps through model.head")
     return images
+
+
+def _walk_stages(model, n, cond, device, code, progress) -> torch.Tensor:
+    """A staged model (``models/stages.py``): its first view is coded by the first-stage model's own walk (fast
+    sampler if it has one, else the whole network), then the rest by the conditional stage's cached sampler, each
+    with its own head; the encoder codes each stage's view of the true images (``code.truth``)."""
+    first_model, rest_model, views, rest_canvas, merge = model.coding_stages()
+    truth = getattr(code, "truth", None)
+    parts = None if truth is None else views(torch.from_numpy(truth).long())
+    try:
+        if parts is not None:
+            code.truth = parts[0].numpy().astype(np.int32)
+        method = FAST if first_model.supports_fast_sampling else WHOLE
+        first = _walk(first_model, n, None, device, code, method, 0, progress)
+        if parts is not None:
+            code.truth = parts[1].numpy().astype(np.int32)
+        canvas = rest_canvas(first, None, n)
+        given = views(merge(first, canvas))[2]
+
+        def run(generator):
+            return rest_model.sample_given(canvas, given, generator=generator, progress=progress)
+
+        rest = _walk_fast(rest_model, n, None, device, code, progress, run)
+    finally:
+        if truth is not None:
+            code.truth = truth
+    return merge(first, rest)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ from pixelmodels.models import (
     pixelcnn_pp,  # noqa: F401
     pixelrnn,  # noqa: F401
     spn,  # noqa: F401
+    stages,  # noqa: F401
 )
 from pixelmodels.models.base import AutoregressiveModel
 

@@ -16,7 +16,6 @@ An image of size H x W with subscale factor S is cut into S*S interleaved slices
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def to_slices(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -51,9 +50,3 @@ def earlier_slices(slices: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     seen = torch.arange(num_slices, device=slices.device) < targets[..., None]  # (B, n, T)
     stacked = slices[:, None] * seen[..., None, None, None].to(slices.dtype)  # (B, n, T, C, h, w)
     return stacked.flatten(2, 3)
-
-
-def meta_position(targets: torch.Tensor, num_slices: int, height: int, width: int) -> torch.Tensor:
-    """One-hot planes of the target slice index (the paper's meta-position, section 3.2): (B, n, T, h, w)."""
-    onehot = F.one_hot(targets, num_slices).float()  # (B, n, T)
-    return onehot[..., None, None].expand(*onehot.shape, height, width)
