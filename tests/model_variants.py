@@ -99,3 +99,16 @@ VARIANTS += [
         _even_size, _two_bits_or_more, _STAGED_CAUSALITY,
     ),
 ]  # fmt: skip
+
+# Multi-Scale PixelRNN (models/multiscale.py): a PixelRNN of the subsampled image, then a conditional PixelRNN
+_MS = dict(hidden_channels=6, num_layers=1, first_kernel_size=3)
+VARIANTS += [
+    Variant(
+        "staged",
+        dict(split="size", factor=2, first=dict(_MS, name=family), rest=dict(_MS, name="pixelrnn", model=family)),
+        _even_size,
+        None,
+        "two stages; the conditional stage's causality is tested in tests/test_multiscale.py",
+    )
+    for family in ("row_lstm", "diagonal_bilstm")
+]

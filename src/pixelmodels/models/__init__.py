@@ -2,6 +2,7 @@
 
 from pixelmodels.models import (
     gated_pixelcnn,  # noqa: F401
+    multiscale,  # noqa: F401  (registers the Multi-Scale PixelRNN's conditional stage with stages)
     pixelcnn,  # noqa: F401
     pixelcnn_pp,  # noqa: F401
     pixelrnn,  # noqa: F401

@@ -53,7 +53,8 @@ Deviations from the paper:
   left-to-right quadrant (columns <= w). We add a bias-free 1x1 convolution from the image to the first layer's
   right-to-left gates (unmasked: that direction's output only reaches the next row), which closes the gap.
   Tests check both receptive fields.
-- The multi-scale PixelRNN (section 3.6) is not implemented.
+- The multi-scale PixelRNN (section 3.6) is in ``models/multiscale.py`` (its conditional network reads the
+  upsampled small image through ``conditioned_network``'s per-layer gate biases).
 """
 
 from __future__ import annotations
@@ -113,10 +114,15 @@ class PixelRNN(AutoregressiveModel):
         return {"LSTM units (h)": h, "residual stream (2h)": 2 * h, "output layer": self.output[1].out_channels}
 
     def network(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conditioned_network(inputs)
+
+    def conditioned_network(self, inputs: torch.Tensor, gate_biases: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``network`` with, optionally, one bias per layer added to its input-to-state gates (B, gates, H, W):
+        how Multi-Scale PixelRNN's conditional network reads its upsampled map (section 3.6)."""
         x = self.input_conv(inputs)  # (B, 2h, H, W)
         skip = 0.0
         for i, layer in enumerate(self.layers):
-            out = layer.up(layer(x, inputs))  # (B, 2h, H, W)
+            out = layer.up(layer(x, inputs, None if gate_biases is None else gate_biases[i]))  # (B, 2h, H, W)
             x = x + out if self.residual else out  # residual connection (section 3.3)
             if self.skip_connections:
                 skip = skip + self.skips[i](x)  # (B, 2h, H, W)
@@ -141,9 +147,25 @@ class PixelRNN(AutoregressiveModel):
 
         ``trace``: if a list, receives ``(step_index, params (n, P))`` for every step.
         """
+        return self.conditioned_sample(n, known, known_mask, None, temperature, generator, progress, trace)
+
+    @torch.no_grad()
+    def conditioned_sample(
+        self,
+        n: int,
+        known: torch.Tensor | None,
+        known_mask: torch.Tensor | None,
+        gate_biases: list[torch.Tensor] | None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        trace: list | None = None,
+    ) -> torch.Tensor:
+        """``fast_sample`` from ``conditioned_network`` with ``gate_biases`` (None: ``network``)."""
         _, height, width = self.image_shape
         run = PixelRunner(n, height, width)
-        steppers = [layer.stepper(n, width) for layer in self.layers]
+        biases = gate_biases or [None] * self.num_layers
+        steppers = [layer.stepper(n, width, bias) for layer, bias in zip(self.layers, biases, strict=True)]
 
         def pixel(inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:
             x = run(self.input_conv, inputs, i, j)  # (n, 2h)

@@ -128,9 +128,14 @@ class RowLSTMLayer(nn.Module):
         self.up = MaskedConv2d(h, 2 * h, 1, "B", groups)
         self.init = InitialState(h) if learned_init else None  # the state of row -1
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        """``image`` is unused (the Diagonal BiLSTM layer's call signature)."""
+    def forward(
+        self, x: torch.Tensor, image: torch.Tensor | None = None, gate_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``image`` is unused (the Diagonal BiLSTM layer's call signature); ``gate_bias`` (B, 4h, H, W), if
+        given, is added to the input-to-state map (a conditioning map, Multi-Scale PixelRNN, section 3.6)."""
         gates_in = self.input_to_state(x)  # (B, 4h, H, W), all rows at once
+        if gate_bias is not None:
+            gates_in = gates_in + gate_bias
         b, _, height, width = gates_in.shape
         hidden, cell = zero_or_learned(self.init, b, self.hidden_channels, width, x)  # (B, h, W): row -1
         rows = []
@@ -139,16 +144,16 @@ class RowLSTMLayer(nn.Module):
             rows.append(hidden)
         return torch.stack(rows, dim=2)  # (B, h, H, W)
 
-    def stepper(self, batch: int, width: int) -> RowLSTMStepper:
-        return RowLSTMStepper(self, batch, width)
+    def stepper(self, batch: int, width: int, gate_bias: torch.Tensor | None = None) -> RowLSTMStepper:
+        return RowLSTMStepper(self, batch, width, gate_bias)
 
 
 class RowLSTMStepper:
     """``RowLSTMLayer`` one pixel at a time (see the module docstring for the driving protocol)."""
 
-    def __init__(self, layer: RowLSTMLayer, batch: int, width: int):
+    def __init__(self, layer: RowLSTMLayer, batch: int, width: int, gate_bias: torch.Tensor | None = None):
         h = layer.hidden_channels
-        self.layer = layer
+        self.layer, self.gate_bias = layer, gate_bias
         self.weight = (layer.input_to_state.weight * layer.input_to_state.mask)[:, :, 0]  # (4h, 2h, 3)
         self.bias = layer.input_to_state.bias
         like = self.weight
@@ -160,6 +165,8 @@ class RowLSTMStepper:
 
     def start_row(self, i: int) -> None:
         self.state_gates = self.layer.state_to_state(self.hidden)  # (B, 4h, W), once per row
+        if self.gate_bias is not None:
+            self.state_gates = self.state_gates + self.gate_bias[:, :, i]
 
     def step(self, w: int, v: torch.Tensor) -> torch.Tensor:
         """Layer input at (current row, w), (B, 2h) -> the layer's output there, (B, h)."""
@@ -231,22 +238,31 @@ class DiagonalBiLSTMLayer(nn.Module):
         self.up = MaskedConv2d(h, 2 * h, 1, "B", groups)
         self.image_to_right = nn.Conv2d(image_channels, 4 * h, 1, bias=False) if image_channels else None
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        extra = None if self.image_to_right is None else self.image_to_right(image.flip(3))  # (B, 4h, H, W)
+    def forward(
+        self, x: torch.Tensor, image: torch.Tensor | None = None, gate_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``gate_bias`` (B, 8h, H, W), if given, is added to the input-to-state maps: the first 4h channels to
+        the left-to-right direction's, the rest to the right-to-left one's (in image coordinates)."""
+        left_bias, right_bias = (None, None) if gate_bias is None else gate_bias.chunk(2, dim=1)
+        extra = None if self.image_to_right is None else self.image_to_right(image)  # (B, 4h, H, W)
+        if right_bias is not None:
+            extra = right_bias if extra is None else extra + right_bias
+        extra = None if extra is None else extra.flip(3)  # the right-to-left direction runs on the mirrored map
         right = self.right(x.flip(3), extra).flip(3)  # (B, h, H, W): sees row i at and right of each pixel
         right = F.pad(right, (0, 0, 1, 0))[:, :, :-1]  # shifted down one row: row i gets row i - 1
-        return self.left(x) + right
+        return self.left(x, left_bias) + right
 
-    def stepper(self, batch: int, width: int) -> DiagonalBiLSTMStepper:
-        return DiagonalBiLSTMStepper(self, batch, width)
+    def stepper(self, batch: int, width: int, gate_bias: torch.Tensor | None = None) -> DiagonalBiLSTMStepper:
+        return DiagonalBiLSTMStepper(self, batch, width, gate_bias)
 
 
 class DiagonalBiLSTMStepper:
     """``DiagonalBiLSTMLayer`` one pixel at a time (see the module docstring for the driving protocol)."""
 
-    def __init__(self, layer: DiagonalBiLSTMLayer, batch: int, width: int):
+    def __init__(self, layer: DiagonalBiLSTMLayer, batch: int, width: int, gate_bias: torch.Tensor | None = None):
         h = layer.hidden_channels
-        self.layer = layer
+        self.layer, self.row = layer, 0
+        self.left_bias, self.right_bias = (None, None) if gate_bias is None else gate_bias.chunk(2, dim=1)
         like = layer.up.weight
         self.left_in = pointwise_weight(layer.left.input_to_state), layer.left.input_to_state.bias
         self.left_taps, self.right_taps = layer.left.taps(), layer.right.taps()
@@ -259,7 +275,7 @@ class DiagonalBiLSTMStepper:
         self.right = like.new_zeros(batch, h, width)  # right-to-left output of the previous row
 
     def start_row(self, i: int) -> None:
-        pass
+        self.row = i
 
     def step(self, w: int, v: torch.Tensor) -> torch.Tensor:
         """Layer input at (current row, w), (B, 2h) -> the layer's output there, (B, h)."""
@@ -267,6 +283,8 @@ class DiagonalBiLSTMStepper:
         above_w, left_w = self.left_taps
         left_h, left_c = self.left_init if w == 0 else (self.new_hidden[:, :, w - 1], self.new_cell[:, :, w - 1])
         gates = F.linear(v, *self.left_in) + F.linear(self.hidden[:, :, w], above_w) + F.linear(left_h, left_w)
+        if self.left_bias is not None:
+            gates = gates + self.left_bias[:, :, self.row, w]
         hidden, cell = lstm_cell(gates, left_c)  # (B, h)
         self.new_hidden[:, :, w] = hidden
         self.new_cell[:, :, w] = cell
@@ -279,6 +297,8 @@ class DiagonalBiLSTMStepper:
         gates_in = layer.right.input_to_state(self.inputs.unsqueeze(2))[:, :, 0]  # (B, 4h, W)
         if layer.image_to_right is not None:
             gates_in = gates_in + layer.image_to_right(image_row.unsqueeze(2))[:, :, 0]
+        if self.right_bias is not None:
+            gates_in = gates_in + self.right_bias[:, :, i]
         above_w, right_w = self.right_taps
         above = self.right  # (B, h, W), row i - 1
         new = torch.zeros_like(above)
