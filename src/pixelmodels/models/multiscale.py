@@ -111,7 +111,8 @@ class ConditionalPixelRNN(nn.Module):
     @torch.no_grad()
     def sample_given(self, canvas, given=None, known_mask=None, temperature=1.0, generator=None, progress=False,
                      naive=False, trace=None) -> torch.Tensor:  # fmt: skip
-        """Fill ``canvas`` (n, C, H, W; the small image and any known values already in it) in raster order.
+        """Fill ``canvas`` (n, C, H, W; the small image and any known values already in it) in raster order,
+        drawing through ``self.head`` at the steps of ``order()`` only (so the codec can stand in for it).
         ``trace`` gets ``(step, params)`` for every step of the full raster order (the small image's steps
         included: they draw nothing). ``naive`` reruns the whole network per step."""
         n = canvas.shape[0]
@@ -119,16 +120,39 @@ class ConditionalPixelRNN(nn.Module):
         if known_mask is not None:
             keep = keep | known_mask
         biases = self.gate_biases(self.net.scale_input(canvas))  # the small image is final: one map
-        if not naive:
-            return self.net.conditioned_sample(n, canvas, keep, biases, temperature, generator, progress, trace)
-        x = canvas.clone()
-        for index, (h, w, channels) in enumerate(self.net.order()):
-            params = self.net.conditioned_network(self.net.scale_input(x), biases)[:, :, h, w]  # (n, P)
-            if trace is not None:
-                trace.append((index, params.clone()))
-            x[:, :, h, w] = self.head.sample(params.float(), x[:, :, h, w], channels, keep[:, :, h, w], temperature,
-                                             generator)  # fmt: skip
-        return x
+        s = self.scale
+        own_head = self.net.head
+        self.net.head = GeneratedStepsOnly(self.head, [h % s == 0 and w % s == 0 for h, w, _ in self.net.order()])
+        try:
+            if not naive:
+                return self.net.conditioned_sample(n, canvas, keep, biases, temperature, generator, progress, trace)
+            x = canvas.clone()
+            for index, (h, w, channels) in enumerate(self.net.order()):
+                params = self.net.conditioned_network(self.net.scale_input(x), biases)[:, :, h, w]  # (n, P)
+                if trace is not None:
+                    trace.append((index, params.clone()))
+                x[:, :, h, w] = self.net.head.sample(params.float(), x[:, :, h, w], channels, keep[:, :, h, w],
+                                                     temperature, generator)  # fmt: skip
+            return x
+        finally:
+            self.net.head = own_head
+
+
+class GeneratedStepsOnly(nn.Module):
+    """Stands in for a head during ``sample_given``: the full raster loop calls ``sample`` at every step, and at
+    the small image's steps (``skip[i]`` for the i-th call) it returns the given values without drawing."""
+
+    def __init__(self, head: nn.Module, skip: list[bool]):
+        super().__init__()
+        self.inner, self.skip, self.calls = head, skip, 0
+        self.num_params, self.joint_channels = head.num_params, head.joint_channels
+
+    def param_indices(self, channel: int) -> list[int]:
+        return self.inner.param_indices(channel)
+
+    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None):
+        skip, self.calls = self.skip[self.calls], self.calls + 1
+        return x if skip else self.inner.sample(params, x, channels, keep, temperature, generator)
 
 
 CONDITIONAL["pixelrnn"] = ConditionalPixelRNN
