@@ -27,10 +27,13 @@
   steps repeat the same w: mask A/B make the features of colour group g final once channel g - 1 is drawn, so
   the last call for a pixel leaves final values), then ``end_row(i, image_row)``.
 
-Learned initial state (``learned_init=True``; the paper learns it, section 3.1-3.2 give the recurrences): a
-learned hidden and cell vector per layer and direction is the state above the first row (Row LSTM) or left of
-the first column of every row (each Diagonal LSTM direction, in its own scan direction). Initialised to zero,
-so a fresh model computes what the zero-state layer computes.
+Learned initial state (``learned_init=True``; the paper learns the initial state): a learned hidden and cell
+vector per layer and direction is the state above the first row (Row LSTM) or left of the first column of every
+row (each Diagonal LSTM direction, in its own scan direction). Initialised to zero, so a fresh model computes
+what the zero-state layer computes.
+
+``gate_bias`` (layers and steppers): an extra (B, gates, H, W) map added to the input-to-state gates; the
+Multi-Scale PixelRNN's conditional network feeds its upsampled small image this way (``models/multiscale.py``).
 """
 
 from __future__ import annotations
