@@ -158,9 +158,6 @@ class SubscaleNetwork(nn.Module):
         steps = subscale_order(*self.image_shape, self.scale, joint_channels=joint_channels)
         return steps[len(steps) * self.first_slice // self.num_slices :]
 
-    def slices(self) -> range:
-        return range(self.first_slice, self.num_slices)
-
     def _context(self, slices, targets, given_planes):
         """slices (B, T, C, h, w), targets (B, n), given planes (B, T*Cg, h, w) -> context maps (B*n, hc, h, w)."""
         b, n = targets.shape
