@@ -175,7 +175,7 @@ class StagedModel(AutoregressiveModel):
         return self._order
 
     def network(self, inputs, cond=None):
-        raise ValueError("a staged model has one network per stage: use log_prob or stage_log_probs")
+        raise ValueError("a staged model has one network per stage: use log_prob or stage_log_probs (no log_prob_map)")
 
     def stage_log_probs(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Exact log-likelihood of each stage, (B,) each: {"first": log p(v), "rest": log p(rest | v)}."""
