@@ -45,8 +45,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from pixelmodels import sampling
 from pixelmodels.heads import DEFAULT_NUM_MIXTURES, build_head
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import (
@@ -55,21 +55,18 @@ from pixelmodels.nn import (
     DownShiftedConv2d,
     DownShiftedConvTranspose2d,
     MaskedConv2d,
+    concat_elu,
     down_shift,
     right_shift,
 )
+from pixelmodels.nn.cache import pointwise_weight
+from pixelmodels.nn.shifted_cache import PixelCNNPPStepper
 from pixelmodels.registry import register
-from pixelmodels.sampling import initial_canvas
 
 #: openai/pixel-cnn ``gated_resnet``: the second conv starts at a tenth of the default scale.
 RESIDUAL_INIT_SCALE = 0.1
 
 ConvFactory = Callable[[int, int], nn.Module]
-
-
-def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """ELU of [x, -x] along the channels (section 2.3 of openai's code, after concatenated ReLU): (B, 2C, H, W)."""
-    return F.elu(torch.cat([x, -x], dim=1))
 
 
 class GatedResNet(nn.Module):
@@ -225,10 +222,15 @@ class PixelCNNPP(AutoregressiveModel):
                 ul = ul_block(ul, torch.cat([u, ul_list.pop()], dim=1), cond=cond)
         assert not u_list and not ul_list, "every up-pass output feeds exactly one down-pass block"
 
+        return self.output_layers(ul, inputs)  # (B, P, H, W)
+
+    def output_layers(self, ul: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The 1x1 output layers on the final ``ul`` features: maps (B, F, H, W) or one pixel's vectors (B, F)."""
         if self.channel_masked:
-            hidden = F.elu(self.output_hidden(F.elu(ul)) + self.current_pixel(inputs))  # (B, F, H, W)
-            return self.output(hidden)  # (B, P, H, W)
-        return self.output(F.elu(ul))  # (B, P, H, W)
+            hidden = F.elu(_pointwise(self.output_hidden, F.elu(ul)) + _pointwise(self.current_pixel, inputs))
+            return _pointwise(self.output, hidden)
+        return _pointwise(self.output, F.elu(ul))
+
 
     @torch.no_grad()
     def fast_sample(
@@ -242,15 +244,33 @@ class PixelCNNPP(AutoregressiveModel):
         progress: bool = False,
         trace: list | None = None,
     ) -> torch.Tensor:
-        """Ancestral sampling with the network run on rows 0..h only for a step in row h (exact; see the module
-        docstring). ``trace``: when a list, gets ``(step_index, params)`` for every step."""
-        device = next(self.parameters()).device
-        x = initial_canvas(self, n, known, known_mask, device)  # (n, C, H, W)
-        steps = tqdm(self.order(), disable=not progress, desc="sampling", leave=False)
-        for index, (h, w, channels) in enumerate(steps):
-            params = self.network(self.scale_input(x[:, :, : h + 1]), cond)[:, :, h, w].float()  # (n, P)
-            if trace is not None:
-                trace.append((index, params))
-            keep = None if known_mask is None else known_mask[:, :, h, w]
-            x[:, :, h, w] = self.head.sample(params, x[:, :, h, w], channels, keep, temperature, generator)
-        return x
+        """Cached sampling (Ramachandran et al. 2017; ``nn/shifted_cache.py``): the ``u`` stream advances a row at
+        a time, the ``ul`` stream a pixel at a time, each resolution on its own schedule. ``trace``: when a list,
+        gets ``(step_index, params)`` for every step."""
+        stepper = PixelCNNPPStepper(self, n, cond)
+        features: dict[tuple[int, int], torch.Tensor] = {}  # the current pixel's final ul (one entry)
+
+        def pixel(inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:
+            if (i, j) not in features:  # a categorical head takes C steps per pixel; the streams run once
+                features.clear()
+                features[(i, j)] = stepper.pixel(i, j)
+            return self.output_layers(features[(i, j)], inputs)  # (n, P)
+
+        return sampling.cached_sample(
+            self,
+            n,
+            known,
+            known_mask,
+            pixel_fn=pixel,
+            commit_fn=lambda inputs, i, j: stepper.commit(inputs, j),
+            row_fn=lambda x, i: stepper.start_row(self.scale_input(x[:, :, i - 1]) if i > 0 else None, i),
+            temperature=temperature,
+            generator=generator,
+            progress=progress,
+            trace=trace,
+        )
+
+
+def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution on a map (B, C, H, W), or as a matrix product on vectors (B, C)."""
+    return conv(x) if x.dim() == 4 else F.linear(x, pointwise_weight(conv), conv.bias)
