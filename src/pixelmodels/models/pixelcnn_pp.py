@@ -231,7 +231,6 @@ class PixelCNNPP(AutoregressiveModel):
             return _pointwise(self.output, hidden)
         return _pointwise(self.output, F.elu(ul))
 
-
     @torch.no_grad()
     def fast_sample(
         self,
