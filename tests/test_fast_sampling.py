@@ -8,6 +8,7 @@ import torch
 
 import pixelmodels
 from pixelmodels.nn.cache import ConvCache, PixelRunner
+from pixelmodels.nn.gated import GatedStackStepper
 from pixelmodels.nn.masked import MaskedConv2d
 from pixelmodels.nn.shifted_cache import PixelCNNPPStepper, RowCache
 from pixelmodels.sampling import check_raster
@@ -174,6 +175,33 @@ def test_conv_cache_row_and_pixel_outputs_match_conv():
         torch.testing.assert_close(cache.output_row(i), full[:, :, i])
         for j in range(7):
             torch.testing.assert_close(cache.output_at(i, j), full[:, :, i, j])
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_ring_cache_written_pixel_by_pixel_matches_conv(mask_type):
+    """A kernel-tall ring (3 rows for a 5x5 mask) written one pixel at a time, each output read right after its
+    pixel is written (the rest of the row still holds the row 3 above), equals the full convolution."""
+    conv = MaskedConv2d(3, 6, 5, mask_type, 3)
+    x = torch.randn(2, 3, 9, 4)
+    full = conv(x)
+    cache = ConvCache.for_masked(conv, 2, 9, 4)
+    assert cache.buffer.shape[2] == 3
+    for i in range(9):
+        for j in range(4):
+            torch.testing.assert_close(cache.step(i, j, x[:, :, i, j]), full[:, :, i, j])
+
+
+def test_conv_model_caches_are_kernel_tall():
+    """PixelCNN and Gated PixelCNN caches hold kernel rows only, not the image height."""
+    model = build("pixelcnn", (1, 30, 6), 4)
+    run = PixelRunner(2, 30, 6)
+    run.cache(model.input_conv)
+    for block in model.blocks:
+        run.cache(block.body[3])
+    assert [c.buffer.shape[2] for c in run._ops.values()] == [3, 2, 2]  # 5x5 mask A, then 3x3 mask B
+    gated = build("gated_pixelcnn_k5", (1, 30, 6), 4)
+    stepper = GatedStackStepper(gated.stack, 2, 30, 6)
+    assert [c.buffer.shape[2] for c in stepper.v_caches + stepper.h_caches] == [3, 3, 1, 1]
 
 
 def test_pixel_runner_rejects_unknown_modules():

@@ -6,9 +6,10 @@ convolution's output at pixel p only reads inputs at p and before it (raster ord
 the inputs it has already received and, when a new pixel arrives, compute its output at that one position
 from the cache: O(kernel) work per layer per step, independent of the image size.
 
-- ``ConvCache`` holds the input of one causal convolution (padded, full height) and produces the output at
-  one pixel (``output_at``) or along one whole row (``output_row``, for stacks that only look at rows above,
-  such as Gated PixelCNN's vertical stack, which advances a row at a time).
+- ``ConvCache`` holds the input of one causal convolution (padded; only as many rows as the kernel reads, a
+  ring buffer: Ramachandran et al.'s kernel-tall cache) and produces the output at one pixel (``output_at``)
+  or along one whole row (``output_row``, for stacks that only look at rows above, such as Gated PixelCNN's
+  vertical stack, which advances a row at a time).
 - ``PixelRunner`` runs ordinary modules on one pixel's feature vector (B, C): masked convolutions through a
   ``ConvCache`` each (created on first use), 1x1 convolutions as matrix products, element-wise activations
   directly. A model's fast sampler writes its forward pass once more, pixel-wise, with ``runner(module, x, i,
@@ -32,16 +33,19 @@ ELEMENTWISE = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.S
 
 
 class ConvCache:
-    """The input of one causal convolution, kept for incremental evaluation.
+    """The input of one causal convolution, kept for incremental evaluation: the last ``kr`` rows only.
 
     The effective kernel ``weight`` (C_out, C_in, kr, kw) must not read rows below the output row: its last row
     lies on the output row and its column ``left`` on the output column (the caller crops the rows a mask
-    zeroes). Inputs not yet written read as zeros, so any position a mask hides may be left unwritten.
+    zeroes). The buffer is a ring as tall as the kernel: row i lives in slot i % kr, and the output at row i
+    uses the kernel with its rows rotated to match (one rotation per phase i % kr, made once). Positions of the
+    current row not yet written hold a row kr above; every such position is one the mask hides (zero weight),
+    so it adds exactly nothing. Positions outside the image (the padding) are never written and stay zero.
 
     Args:
         weight: effective (already masked) kernel.
         bias: (C_out,) or None.
-        batch, height, width: size of the generated images.
+        batch, height, width: size of the generated images (``height`` does not size the buffer).
         left: kernel column aligned with the output column.
     """
 
@@ -49,13 +53,14 @@ class ConvCache:
         c_out, c_in, kr, kw = weight.shape
         if not 0 <= left < kw:
             raise ValueError(f"left must index a kernel column in [0, {kw}), got {left}")
-        self.weight = weight.contiguous()
-        self.flat = self.weight.reshape(c_out, c_in * kr * kw)  # (C_out, C_in*kr*kw)
+        # phase r = i % kr: buffer slot t holds row i - kr + 1 + k for kernel row k = (t - r + kr - 1) % kr
+        self.phases = [weight[:, :, [(t - r + kr - 1) % kr for t in range(kr)]].contiguous() for r in range(kr)]
+        self.flat = [w.reshape(c_out, c_in * kr * kw) for w in self.phases]  # (C_out, C_in*kr*kw) per phase
         self.bias = bias
         self.rows, self.cols, self.left = kr, kw, left
         self.width = width
-        # zero padding: kr - 1 rows on top, `left` columns left and kw - 1 - left right (same as 'same' padding)
-        self.buffer = weight.new_zeros(batch, c_in, height + kr - 1, width + kw - 1)  # (B, C_in, H+kr-1, W+kw-1)
+        # zero padding: `left` columns left and kw - 1 - left right (same as 'same' padding); top rows: zeros
+        self.buffer = weight.new_zeros(batch, c_in, kr, width + kw - 1)  # (B, C_in, kr, W+kw-1)
 
     @classmethod
     def for_masked(cls, conv: MaskedConv2d, batch: int, height: int, width: int) -> ConvCache:
@@ -65,27 +70,31 @@ class ConvCache:
         return cls(weight, conv.bias, batch, height, width, left=kw // 2)
 
     def write(self, i: int, j: int, value: torch.Tensor) -> None:
-        """Store the layer's input at pixel (i, j); value (B, C_in)."""
-        self.buffer[:, :, i + self.rows - 1, j + self.left] = value
+        """Store the layer's input at pixel (i, j); value (B, C_in). Rows are written top to bottom."""
+        self.buffer[:, :, i % self.rows, j + self.left] = value
 
     def write_row(self, i: int, row: torch.Tensor) -> None:
         """Store the layer's input along row i; row (B, C_in, W)."""
-        self.buffer[:, :, i + self.rows - 1, self.left : self.left + self.width] = row
+        self.buffer[:, :, i % self.rows, self.left : self.left + self.width] = row
 
     def output_at(self, i: int, j: int) -> torch.Tensor:
-        """The convolution's output at pixel (i, j), (B, C_out)."""
-        window = self.buffer[:, :, i : i + self.rows, j : j + self.cols]  # (B, C_in, kr, kw)
-        return F.linear(window.reshape(window.shape[0], -1), self.flat, self.bias)
+        """The convolution's output at pixel (i, j) of the row written last, (B, C_out)."""
+        window = self.buffer[:, :, :, j : j + self.cols]  # (B, C_in, kr, kw)
+        return F.linear(window.reshape(window.shape[0], -1), self.flat[i % self.rows], self.bias)
 
     def output_row(self, i: int) -> torch.Tensor:
-        """The convolution's output along row i, (B, C_out, W)."""
-        band = self.buffer[:, :, i : i + self.rows]  # (B, C_in, kr, W+kw-1)
-        return F.conv2d(band, self.weight, self.bias)[:, :, 0]
+        """The convolution's output along row i (the row written last), (B, C_out, W)."""
+        return F.conv2d(self.buffer, self.phases[i % self.rows], self.bias)[:, :, 0]
 
     def step(self, i: int, j: int, value: torch.Tensor) -> torch.Tensor:
         """Write the input at (i, j) and return the output there."""
         self.write(i, j, value)
         return self.output_at(i, j)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffer."""
+        return self.buffer.numel() * self.buffer.element_size()
 
 
 def pointwise_weight(conv: nn.Conv2d) -> torch.Tensor:
