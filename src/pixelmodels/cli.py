@@ -348,7 +348,13 @@ def add_training_commands(sub) -> None:
         p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same images (default 0)")
         p.add_argument("--class", dest="class_label", type=int, help="class label, for class-conditional models")
         p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; < 1 is more conservative")
-        p.add_argument("--method", choices=["auto", "naive", "fast"], default="auto", help="sampler (auto)")
+        p.add_argument(
+            "--method",
+            choices=["auto", "naive", "fast", "fixed_point"],
+            default="auto",
+            help="sampler: naive (full network per step), fast (cached), fixed_point (parallel Jacobi iterations, "
+            "same images as naive); auto: fast when the model has one (default)",
+        )
 
     p = sub.add_parser("sample", help="draw samples from a run into a PNG grid", description="Draw samples.")
     run_options(p)

@@ -23,9 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sample from softmax(logits) over the last axis with explicit uniform noise (reproducible per seed)."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+def gumbel_argmax(
+    logits: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sample from softmax(logits) over the last axis with explicit uniform noise (reproducible per seed);
+    ``uniform`` (float32, the shape of ``logits``): use these draws instead of drawing from ``generator``."""
+    if uniform is None:
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    u = uniform
     gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
     return torch.argmax(logits.float() + gumbel, dim=-1)
 
@@ -54,7 +59,15 @@ class Head(nn.Module):
         keep: torch.Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        noise: list[tuple[torch.Tensor, ...]] | None = None,
     ) -> torch.Tensor:
+        """``noise``: the uniform draws to use (from ``noise``), instead of drawing them from ``generator``."""
+        raise NotImplementedError
+
+    def noise(self, n: int, channels: Sequence[int], generator=None, device=None) -> list[tuple[torch.Tensor, ...]]:
+        """The uniform draws ``sample`` makes for ``n`` pixels and these channels, in the order it makes them: one
+        tuple of float32 tensors (leading dimension n) per channel. Drawn ahead of time they let a sampler fix
+        the randomness of every step (the fixed-point sampler) and still match ancestral sampling seed for seed."""
         raise NotImplementedError
 
     def param_indices(self, channel: int) -> list[int]:
@@ -79,11 +92,18 @@ class CategoricalHead(Head):
         logp = F.log_softmax(self.logits(params).float(), dim=2)
         return logp.gather(2, x.long().unsqueeze(2)).squeeze(2)  # (B, C, H, W)
 
-    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None):
+    def noise(self, n, channels, generator=None, device=None):
+        return [
+            (torch.rand(n, self.num_levels, generator=generator, device=device, dtype=torch.float32),) for _ in channels
+        ]
+
+    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None, noise=None):
         out = x.clone()
         logits = params.view(params.shape[0], self.num_channels, self.num_levels)  # (B, C, K)
-        for c in channels:
-            drawn = gumbel_argmax(logits[:, c] / temperature, generator)
+        if noise is None:
+            noise = self.noise(params.shape[0], channels, generator, params.device)
+        for c, (u,) in zip(channels, noise, strict=True):
+            drawn = gumbel_argmax(logits[:, c] / temperature, uniform=u)
             out[:, c] = drawn if keep is None else torch.where(keep[:, c], x[:, c], drawn)
         return out
 
@@ -247,7 +267,17 @@ class DiscretizedMixLogisticHead(Head):
             per_value = torch.where(bin_width > tiny, per_value, self.bin_log_prob(values, mean, log_scale))
         return torch.logsumexp(log_posterior.unsqueeze(1) + per_value, dim=-1)  # (B, K)
 
-    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None):
+    def noise(self, n, channels, generator=None, device=None):
+        """Per channel: uniforms for the component's Gumbel draw (n, M), then for the logistic draw (n,)."""
+        return [
+            (
+                torch.rand(n, self.num_mixtures, generator=generator, device=device, dtype=torch.float32),
+                torch.rand(n, generator=generator, device=device, dtype=torch.float32),
+            )
+            for _ in channels
+        ]
+
+    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None, noise=None):
         """Draw the channels in order, mirroring ``bin_log_prob`` (openai ``sample_from_discretized_mix_logistic``):
         a component from its posterior given the pixel's earlier channels, a logistic draw by the inverse CDF,
         then the bin it falls in (values beyond the edge bins clip to 0 or K-1, exactly the edge bins' mass).
@@ -256,15 +286,16 @@ class DiscretizedMixLogisticHead(Head):
         """
         out = x.clone()
         k = self.num_levels
-        for c in channels:
+        if noise is None:
+            noise = self.noise(params.shape[0], channels, generator, params.device)
+        for c, (u_component, u) in zip(channels, noise, strict=True):
             log_weights, means, log_scales = self.mixture(params, out)  # means of channel c read out[:, :c]
             log_posterior = log_weights + self.bin_log_prob(
                 out[:, :c].unsqueeze(-1), means[:, :c], log_scales[:, :c]
             ).sum(dim=1)  # (B, M)
-            component = gumbel_argmax(log_posterior / temperature, generator).unsqueeze(-1)  # (B, 1)
+            component = gumbel_argmax(log_posterior / temperature, uniform=u_component).unsqueeze(-1)  # (B, 1)
             mean = means[:, c].gather(1, component).squeeze(1)  # (B,)
             scale = torch.exp(log_scales[:, c].gather(1, component).squeeze(1)) * temperature  # (B,)
-            u = torch.rand(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
             u = u.clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS).to(mean.dtype)
             y = mean + scale * (torch.log(u) - torch.log1p(-u))  # a logistic draw on the [-1, 1] scale
             drawn = torch.floor((y + 1.0) * ((k - 1) / 2.0) + 0.5).clamp(0, k - 1).long()

@@ -7,10 +7,19 @@ for joint heads). It is the reference the fast, cached samplers are checked agai
 the model supplies ``pixel_fn`` (the head parameters at one pixel, computed from its layers' caches, see
 ``pixelmodels.nn.cache``), ``commit_fn`` (stores a finished pixel's values in the caches of the layers that
 read the image) and optionally ``row_fn`` (work done once per row, e.g. a vertical stack).
+
+``fixed_point_sample`` solves the same triangular system in parallel (Song et al. 2021, "Accelerating
+Feedforward Computation via Parallel Nonlinear Equation Solving", ICML, section 3): every step's randomness is
+drawn ahead of time (``head.noise``, in the order the ancestral sampler draws it), then Jacobi iterations update
+every position at once from one full forward pass on the previous iterate. Ancestral sampling with that noise
+is the system's unique fixed point and step t is final after t iterations, so it stops after at most one
+iteration per step, and usually far fewer once the iterate stops changing. It needs only ``network`` and the
+head, so it works for every model whose network emits one head's parameters per pixel.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 
 import torch
@@ -99,4 +108,70 @@ def cached_sample(
         x[:, :, h, w] = model.head.sample(params.float(), x[:, :, h, w], channels, keep, temperature, generator)
         if last_step_of_pixel[index]:
             commit_fn(model.scale_input(x[:, :, h, w]), h, w)
+    return x
+
+
+@torch.no_grad()
+def fixed_point_sample(
+    model,
+    n: int,
+    cond=None,
+    known=None,
+    known_mask=None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    max_iterations: int | None = None,
+    stats: dict | None = None,
+) -> torch.Tensor:
+    """Jacobi fixed-point iteration (module docstring): the same images as ``naive_sample`` with the same seed.
+
+    Args:
+        max_iterations: stop after this many forward passes even if not converged (None: the number of steps,
+            after which the result is exact).
+        stats: if a dict, gets ``iterations`` (forward passes run) and ``converged`` (the last pass changed nothing,
+            or every step was final).
+    """
+    if not model.supports_fixed_point:
+        raise ValueError(f"model {model.model_name!r} cannot be sampled by fixed-point iteration; use 'naive'")
+    device = next(model.parameters()).device
+    x = initial_canvas(model, n, known, known_mask, device)
+    order = model.order()
+    noise = [model.head.noise(n, channels, generator, device) for _, _, channels in order]  # ancestral order
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # steps by the channels they draw
+    for index, (_, _, channels) in enumerate(order):
+        groups[channels].append(index)
+    batches = []
+    for channels, indices in groups.items():
+        hs = torch.tensor([order[i].h for i in indices], device=device)
+        ws = torch.tensor([order[i].w for i in indices], device=device)
+        # per channel drawn, per noise tensor: (n, S, ...) -> (n*S, ...), images major, steps minor
+        stacked = [
+            tuple(torch.stack([noise[i][c][k] for i in indices], dim=1).flatten(0, 1) for k in range(len(parts)))
+            for c, parts in enumerate(noise[indices[0]])
+        ]
+        keep = None if known_mask is None else known_mask[:, :, hs, ws].transpose(1, 2).flatten(0, 1)  # (n*S, C)
+        batches.append((channels, hs, ws, stacked, keep))
+    del noise
+
+    limit = len(order) if max_iterations is None else min(max_iterations, len(order))
+    iterations, converged = 0, False
+    bar = tqdm(total=limit, disable=not progress, desc="fixed-point iterations", leave=False)
+    while iterations < limit and not converged:
+        params = model.network(model.scale_input(x), cond).float()  # (n, P, H, W)
+        new = x.clone()
+        for channels, hs, ws, stacked, keep in batches:
+            p = params[:, :, hs, ws].transpose(1, 2).flatten(0, 1)  # (n*S, P)
+            current = x[:, :, hs, ws].transpose(1, 2).flatten(0, 1)  # (n*S, C)
+            drawn = model.head.sample(p, current, channels, keep, temperature, noise=stacked)  # (n*S, C)
+            drawn = drawn.view(n, len(hs), -1).transpose(1, 2)  # (n, C, S)
+            for c in channels:
+                new[:, c, hs, ws] = drawn[:, c]
+        iterations += 1
+        converged = torch.equal(new, x) or iterations == len(order)
+        x = new
+        bar.update()
+    bar.close()
+    if stats is not None:
+        stats.update(iterations=iterations, converged=converged)
     return x

@@ -1,0 +1,69 @@
+"""The parallel fixed-point (Jacobi) sampler: with the randomness drawn ahead in the ancestral order, it gives
+exactly the images of ancestral (naive) sampling with the same seed, for every model in tests/model_variants.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pixelmodels
+from model_variants import VARIANTS
+from pixelmodels.sampling import fixed_point_sample
+
+SPACES = [((1, 4, 4), 4), ((3, 2, 4), 5)]
+CASES = [(v, shape, k) for v in VARIANTS for shape, k in SPACES if v.accepts(shape, k)]
+
+
+def sharpened(variant, shape, k):
+    """A variant with larger weights than at initialisation, so each pixel depends strongly on its context (an
+    untrained model converges in 2-3 iterations, which would leave the iteration itself barely tested)."""
+    torch.manual_seed(0)
+    model = pixelmodels.build(variant.name, image_shape=shape, num_levels=k, **variant.hparams).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    return model
+
+
+@pytest.mark.parametrize("variant,shape,k", CASES, ids=[f"{v.id}-{'x'.join(map(str, s))}" for v, s, _ in CASES])
+def test_fixed_point_equals_ancestral_sampling_with_the_same_noise(variant, shape, k):
+    model = sharpened(variant, shape, k)
+    if not model.supports_fixed_point:
+        with pytest.raises(ValueError, match="fixed-point"):
+            model.sample(2, method="fixed_point")
+        return
+    g = torch.Generator().manual_seed(3)
+    known = torch.randint(k, (3, *shape), generator=g)
+    mask = torch.rand(3, *shape, generator=g) < 0.3
+    for kwargs in [{}, dict(known=known, known_mask=mask, temperature=0.7)]:
+        stats: dict = {}
+        fixed = fixed_point_sample(model, 3, generator=torch.Generator().manual_seed(1), stats=stats, **kwargs)
+        naive = model.sample(3, method="naive", generator=torch.Generator().manual_seed(1), **kwargs)
+        assert torch.equal(fixed, naive)
+        assert stats["converged"] and 1 <= stats["iterations"] <= len(model.order())
+
+
+def test_every_variant_but_depth_upscaling_supports_it():
+    unsupported = {
+        v.id for v in VARIANTS if not pixelmodels.build(v.name, (1, 2, 2), 4, **v.hparams).supports_fixed_point
+    }
+    assert unsupported == {v.id for v in VARIANTS if v.hparams.get("depth_upscaling_bits")}
+
+
+def test_conditional_models_and_the_sample_method():
+    model = pixelmodels.build("gated_pixelcnn", (1, 4, 4), 3, hidden_channels=6, num_layers=2, num_classes=3).eval()
+    torch.nn.init.normal_(model.stack.label_embedding.weight)
+    cond = torch.tensor([0, 1, 2])
+    fixed = model.sample(3, cond=cond, method="fixed_point", generator=torch.Generator().manual_seed(2))
+    naive = model.sample(3, cond=cond, method="naive", generator=torch.Generator().manual_seed(2))
+    assert torch.equal(fixed, naive)
+
+
+def test_an_unconverged_iterate_is_reported():
+    """Stopped after one pass, a sharpened PixelCNN++ is not at its fixed point yet: stats say so."""
+    variant = next(v for v in VARIANTS if v.name == "pixelcnn_pp")
+    model = sharpened(variant, (1, 4, 4), 4)
+    stats: dict = {}
+    one = fixed_point_sample(model, 4, generator=torch.Generator().manual_seed(1), max_iterations=1, stats=stats)
+    naive = model.sample(4, method="naive", generator=torch.Generator().manual_seed(1))
+    assert stats == {"iterations": 1, "converged": False} and not torch.equal(one, naive)
