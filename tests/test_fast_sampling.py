@@ -178,9 +178,9 @@ def test_conv_cache_row_and_pixel_outputs_match_conv():
 
 
 @pytest.mark.parametrize("mask_type", ["A", "B"])
-def test_ring_cache_written_pixel_by_pixel_matches_conv(mask_type):
-    """A kernel-tall ring (3 rows for a 5x5 mask) written one pixel at a time, each output read right after its
-    pixel is written (the rest of the row still holds the row 3 above), equals the full convolution."""
+def test_kernel_tall_cache_written_pixel_by_pixel_matches_conv(mask_type):
+    """A kernel-tall cache (3 rows for a 5x5 mask) written one pixel at a time, each output read right after its
+    pixel is written, equals the full convolution."""
     conv = MaskedConv2d(3, 6, 5, mask_type, 3)
     x = torch.randn(2, 3, 9, 4)
     full = conv(x)
@@ -189,6 +189,8 @@ def test_ring_cache_written_pixel_by_pixel_matches_conv(mask_type):
     for i in range(9):
         for j in range(4):
             torch.testing.assert_close(cache.step(i, j, x[:, :, i, j]), full[:, :, i, j])
+    with pytest.raises(ValueError, match="top to bottom"):
+        cache.write(2, 0, x[:, :, 2, 0])
 
 
 def test_conv_model_caches_are_kernel_tall():

@@ -6,8 +6,8 @@ convolution's output at pixel p only reads inputs at p and before it (raster ord
 the inputs it has already received and, when a new pixel arrives, compute its output at that one position
 from the cache: O(kernel) work per layer per step, independent of the image size.
 
-- ``ConvCache`` holds the input of one causal convolution (padded; only as many rows as the kernel reads, a
-  ring buffer: Ramachandran et al.'s kernel-tall cache) and produces the output at one pixel (``output_at``)
+- ``ConvCache`` holds the input of one causal convolution (padded; only as many rows as the kernel reads:
+  Ramachandran et al.'s kernel-tall cache) and produces the output at one pixel (``output_at``)
   or along one whole row (``output_row``, for stacks that only look at rows above, such as Gated PixelCNN's
   vertical stack, which advances a row at a time).
 - ``PixelRunner`` runs ordinary modules on one pixel's feature vector (B, C): masked convolutions through a
@@ -37,10 +37,9 @@ class ConvCache:
 
     The effective kernel ``weight`` (C_out, C_in, kr, kw) must not read rows below the output row: its last row
     lies on the output row and its column ``left`` on the output column (the caller crops the rows a mask
-    zeroes). The buffer is a ring as tall as the kernel: row i lives in slot i % kr, and the output at row i
-    uses the kernel with its rows rotated to match (one rotation per phase i % kr, made once). Positions of the
-    current row not yet written hold a row kr above; every such position is one the mask hides (zero weight),
-    so it adds exactly nothing. Positions outside the image (the padding) are never written and stay zero.
+    zeroes). The buffer is as tall as the kernel (Ramachandran et al.'s kernel-tall cache): writing into a new
+    row moves the rows up by one, dropping the oldest, and clears the new one. Rows are written top to bottom;
+    inputs not yet written (and the padding) read as zeros, so any position a mask hides may be left unwritten.
 
     Args:
         weight: effective (already masked) kernel.
@@ -53,14 +52,28 @@ class ConvCache:
         c_out, c_in, kr, kw = weight.shape
         if not 0 <= left < kw:
             raise ValueError(f"left must index a kernel column in [0, {kw}), got {left}")
-        # phase r = i % kr: buffer slot t holds row i - kr + 1 + k for kernel row k = (t - r + kr - 1) % kr
-        self.phases = [weight[:, :, [(t - r + kr - 1) % kr for t in range(kr)]].contiguous() for r in range(kr)]
-        self.flat = [w.reshape(c_out, c_in * kr * kw) for w in self.phases]  # (C_out, C_in*kr*kw) per phase
+        self.weight = weight.contiguous()
+        self.flat = self.weight.reshape(c_out, c_in * kr * kw)  # (C_out, C_in*kr*kw)
         self.bias = bias
         self.rows, self.cols, self.left = kr, kw, left
         self.width = width
-        # zero padding: `left` columns left and kw - 1 - left right (same as 'same' padding); top rows: zeros
+        self.row = -1  # the image row in the buffer's last slot
+        # zero padding: `left` columns left and kw - 1 - left right (same as 'same' padding); rows above: zeros
         self.buffer = weight.new_zeros(batch, c_in, kr, width + kw - 1)  # (B, C_in, kr, W+kw-1)
+
+    def _advance(self, i: int) -> None:
+        """Make row i the last slot (the slots above hold rows i-kr+1..i-1)."""
+        shift = i - self.row
+        if shift == 0:
+            return
+        if not 0 < shift < self.rows:
+            if shift < 0:
+                raise ValueError(f"rows are written top to bottom: row {i} after row {self.row}")
+            self.buffer.zero_()
+        else:
+            self.buffer[:, :, :-shift] = self.buffer[:, :, shift:].clone()
+            self.buffer[:, :, -shift:] = 0
+        self.row = i
 
     @classmethod
     def for_masked(cls, conv: MaskedConv2d, batch: int, height: int, width: int) -> ConvCache:
@@ -70,21 +83,29 @@ class ConvCache:
         return cls(weight, conv.bias, batch, height, width, left=kw // 2)
 
     def write(self, i: int, j: int, value: torch.Tensor) -> None:
-        """Store the layer's input at pixel (i, j); value (B, C_in). Rows are written top to bottom."""
-        self.buffer[:, :, i % self.rows, j + self.left] = value
+        """Store the layer's input at pixel (i, j); value (B, C_in)."""
+        self._advance(i)
+        self.buffer[:, :, -1, j + self.left] = value
 
     def write_row(self, i: int, row: torch.Tensor) -> None:
         """Store the layer's input along row i; row (B, C_in, W)."""
-        self.buffer[:, :, i % self.rows, self.left : self.left + self.width] = row
+        self._advance(i)
+        self.buffer[:, :, -1, self.left : self.left + self.width] = row
 
     def output_at(self, i: int, j: int) -> torch.Tensor:
-        """The convolution's output at pixel (i, j) of the row written last, (B, C_out)."""
+        """The convolution's output at pixel (i, j), (B, C_out); row i must be the last row written."""
+        self._check(i)
         window = self.buffer[:, :, :, j : j + self.cols]  # (B, C_in, kr, kw)
-        return F.linear(window.reshape(window.shape[0], -1), self.flat[i % self.rows], self.bias)
+        return F.linear(window.reshape(window.shape[0], -1), self.flat, self.bias)
 
     def output_row(self, i: int) -> torch.Tensor:
-        """The convolution's output along row i (the row written last), (B, C_out, W)."""
-        return F.conv2d(self.buffer, self.phases[i % self.rows], self.bias)[:, :, 0]
+        """The convolution's output along row i, (B, C_out, W); row i must be the last row written."""
+        self._check(i)
+        return F.conv2d(self.buffer, self.weight, self.bias)[:, :, 0]
+
+    def _check(self, i: int) -> None:
+        if i != self.row:
+            raise ValueError(f"the cache holds rows up to {self.row}, not row {i}")
 
     def step(self, i: int, j: int, value: torch.Tensor) -> torch.Tensor:
         """Write the input at (i, j) and return the output there."""
