@@ -67,3 +67,18 @@ def test_an_unconverged_iterate_is_reported():
     one = fixed_point_sample(model, 4, generator=torch.Generator().manual_seed(1), max_iterations=1, stats=stats)
     naive = model.sample(4, method="naive", generator=torch.Generator().manual_seed(1))
     assert stats == {"iterations": 1, "converged": False} and not torch.equal(one, naive)
+
+
+@pytest.mark.parametrize("head", ["categorical", "dmol"])
+def test_one_long_draw_equals_the_step_by_step_draws(head):
+    """The CPU shortcut of the noise draw relies on the generator filling tensors in order: check it here."""
+    from pixelmodels.sampling import _step_noise
+
+    model = pixelmodels.build("pixelcnn", (3, 3, 4), 16, hidden_channels=6, num_layers=1, head=head)
+    order = model.order()
+    fast = _step_noise(model.head, order, 5, torch.Generator().manual_seed(7), "cpu")
+    g = torch.Generator().manual_seed(7)
+    per_step = [model.head.noise(5, channels, g) for _, _, channels in order]
+    for c, parts in enumerate(fast):
+        for k, part in enumerate(parts):
+            assert torch.equal(part, torch.stack([step[c][k] for step in per_step]))

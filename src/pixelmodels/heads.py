@@ -64,11 +64,19 @@ class Head(nn.Module):
         """``noise``: the uniform draws to use (from ``noise``), instead of drawing them from ``generator``."""
         raise NotImplementedError
 
+    def noise_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Per channel drawn, the per-pixel shapes of the uniform tensors ``sample`` draws, in its order."""
+        raise NotImplementedError
+
     def noise(self, n: int, channels: Sequence[int], generator=None, device=None) -> list[tuple[torch.Tensor, ...]]:
         """The uniform draws ``sample`` makes for ``n`` pixels and these channels, in the order it makes them: one
-        tuple of float32 tensors (leading dimension n) per channel. Drawn ahead of time they let a sampler fix
-        the randomness of every step (the fixed-point sampler) and still match ancestral sampling seed for seed."""
-        raise NotImplementedError
+        tuple of float32 tensors (n, *shape) per channel. Drawn ahead of time they let a sampler fix the
+        randomness of every step (the fixed-point sampler) and still match ancestral sampling seed for seed."""
+        shapes = self.noise_shapes()
+        return [
+            tuple(torch.rand(n, *shape, generator=generator, device=device, dtype=torch.float32) for shape in shapes)
+            for _ in channels
+        ]
 
     def param_indices(self, channel: int) -> list[int]:
         raise NotImplementedError
@@ -92,10 +100,8 @@ class CategoricalHead(Head):
         logp = F.log_softmax(self.logits(params).float(), dim=2)
         return logp.gather(2, x.long().unsqueeze(2)).squeeze(2)  # (B, C, H, W)
 
-    def noise(self, n, channels, generator=None, device=None):
-        return [
-            (torch.rand(n, self.num_levels, generator=generator, device=device, dtype=torch.float32),) for _ in channels
-        ]
+    def noise_shapes(self):
+        return ((self.num_levels,),)  # Gumbel noise over the K values
 
     def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None, noise=None):
         out = x.clone()
@@ -267,15 +273,8 @@ class DiscretizedMixLogisticHead(Head):
             per_value = torch.where(bin_width > tiny, per_value, self.bin_log_prob(values, mean, log_scale))
         return torch.logsumexp(log_posterior.unsqueeze(1) + per_value, dim=-1)  # (B, K)
 
-    def noise(self, n, channels, generator=None, device=None):
-        """Per channel: uniforms for the component's Gumbel draw (n, M), then for the logistic draw (n,)."""
-        return [
-            (
-                torch.rand(n, self.num_mixtures, generator=generator, device=device, dtype=torch.float32),
-                torch.rand(n, generator=generator, device=device, dtype=torch.float32),
-            )
-            for _ in channels
-        ]
+    def noise_shapes(self):
+        return ((self.num_mixtures,), ())  # Gumbel noise for the component, then the logistic draw
 
     def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None, noise=None):
         """Draw the channels in order, mirroring ``bin_log_prob`` (openai ``sample_from_discretized_mix_logistic``):

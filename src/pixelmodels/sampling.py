@@ -19,6 +19,7 @@ head, so it works for every model whose network emits one head's parameters per 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -135,43 +136,72 @@ def fixed_point_sample(
     if not model.supports_fixed_point:
         raise ValueError(f"model {model.model_name!r} cannot be sampled by fixed-point iteration; use 'naive'")
     device = next(model.parameters()).device
-    x = initial_canvas(model, n, known, known_mask, device)
+    c, height, width = model.image_shape
     order = model.order()
-    noise = [model.head.noise(n, channels, generator, device) for _, _, channels in order]  # ancestral order
+    noise = _step_noise(model.head, order, n, generator, device)  # [channel][part]: (steps, n, *shape)
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # steps by the channels they draw
     for index, (_, _, channels) in enumerate(order):
         groups[channels].append(index)
+    # everything is kept pixel-major, (n, H*W, ...): a group of steps is a list of pixels (all of them, in raster
+    # order, for raster orders: then no gather is needed)
+    flat_mask = None if known_mask is None else known_mask.permute(0, 2, 3, 1).reshape(n, height * width, c)
     batches = []
     for channels, indices in groups.items():
-        hs = torch.tensor([order[i].h for i in indices], device=device)
-        ws = torch.tensor([order[i].w for i in indices], device=device)
-        # per channel drawn, per noise tensor: (n, S, ...) -> (n*S, ...), images major, steps minor
-        stacked = [
-            tuple(torch.stack([noise[i][c][k] for i in indices], dim=1).flatten(0, 1) for k in range(len(parts)))
-            for c, parts in enumerate(noise[indices[0]])
-        ]
-        keep = None if known_mask is None else known_mask[:, :, hs, ws].transpose(1, 2).flatten(0, 1)  # (n*S, C)
-        batches.append((channels, hs, ws, stacked, keep))
+        pixels = torch.tensor([order[i].h * width + order[i].w for i in indices], device=device)
+        steps = torch.tensor(indices, device=device)
+        pixels = None if torch.equal(pixels, torch.arange(height * width, device=device)) else pixels
+        # (S, n, ...) -> (n*S, ...): images major, steps minor, as the parameters are flattened below
+        stacked = [tuple(part[steps].transpose(0, 1).flatten(0, 1) for part in parts) for parts in noise]
+        keep = None if flat_mask is None else _gather(flat_mask, pixels).flatten(0, 1)  # (n*S, C)
+        batches.append((channels, pixels, stacked, keep))
     del noise
 
+    x = initial_canvas(model, n, known, known_mask, device).permute(0, 2, 3, 1).reshape(n, height * width, c)
     limit = len(order) if max_iterations is None else min(max_iterations, len(order))
     iterations, converged = 0, False
     bar = tqdm(total=limit, disable=not progress, desc="fixed-point iterations", leave=False)
     while iterations < limit and not converged:
-        params = model.network(model.scale_input(x), cond).float()  # (n, P, H, W)
+        image = x.view(n, height, width, c).permute(0, 3, 1, 2).contiguous()  # (n, C, H, W)
+        params = model.network(model.scale_input(image), cond).float()  # (n, P, H, W)
+        params = params.permute(0, 2, 3, 1).contiguous().view(n, height * width, -1)  # (n, H*W, P), one copy
         new = x.clone()
-        for channels, hs, ws, stacked, keep in batches:
-            p = params[:, :, hs, ws].transpose(1, 2).flatten(0, 1)  # (n*S, P)
-            current = x[:, :, hs, ws].transpose(1, 2).flatten(0, 1)  # (n*S, C)
-            drawn = model.head.sample(p, current, channels, keep, temperature, noise=stacked)  # (n*S, C)
-            drawn = drawn.view(n, len(hs), -1).transpose(1, 2)  # (n, C, S)
-            for c in channels:
-                new[:, c, hs, ws] = drawn[:, c]
+        for channels, pixels, stacked, keep in batches:
+            current = _gather(x, pixels)  # (n, S, C)
+            p, size = _gather(params, pixels).flatten(0, 1), current.shape[1]  # (n*S, P)
+            drawn = model.head.sample(p, current.flatten(0, 1), channels, keep, temperature, noise=stacked)
+            drawn = drawn.view(n, size, c)[:, :, list(channels)]  # (n, S, len(channels))
+            if pixels is None:
+                new[:, :, list(channels)] = drawn
+            else:
+                new[:, pixels[:, None], torch.tensor(channels, device=device)] = drawn
         iterations += 1
         converged = torch.equal(new, x) or iterations == len(order)
         x = new
         bar.update()
     bar.close()
+    x = x.view(n, height, width, c).permute(0, 3, 1, 2).contiguous()  # (n, C, H, W)
     if stats is not None:
         stats.update(iterations=iterations, converged=converged)
     return x
+
+
+def _gather(x: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
+    """x (n, H*W, ...) at the listed pixels (n, S, ...); all of them in order when ``pixels`` is None."""
+    return x if pixels is None else x[:, pixels]
+
+
+def _step_noise(head, order, n: int, generator, device) -> list[tuple[torch.Tensor, ...]]:
+    """Every step's draws, as ``head.sample`` would make them one step after the other: per channel position
+    in a step and per part, a tensor (steps, n, *shape). On the CPU one long draw gives the same numbers as the
+    many small ones (the generator fills tensors in order), much faster; elsewhere the steps are drawn one by one."""
+    counts = {len(channels) for _, _, channels in order}
+    if len(counts) != 1:
+        raise ValueError("the fixed-point sampler needs the same number of channels at every step")
+    count, shapes = counts.pop(), head.noise_shapes()
+    if torch.device(device).type != "cpu":
+        per_step = [head.noise(n, channels, generator, device) for _, _, channels in order]
+        return [tuple(torch.stack([s[c][k] for s in per_step]) for k in range(len(shapes))) for c in range(count)]
+    sizes = [n * math.prod(shape) for shape in shapes] * count
+    flat = torch.rand(len(order), sum(sizes), generator=generator, dtype=torch.float32)  # (steps, per step)
+    parts = iter(flat.split(sizes, dim=1))
+    return [tuple(next(parts).reshape(len(order), n, *shape) for shape in shapes) for _ in range(count)]

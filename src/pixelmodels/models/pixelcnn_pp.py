@@ -16,15 +16,13 @@ Architecture (section 2 and Figure 2; ``pixel_cnn_pp/model.py``):
   stage after the first (one more output per stage in the up pass: the downsampling conv);
 - dropout on the residual path of every block (section 2.5), default 0.5 as in the paper's CIFAR-10 model.
 
-Sampling: ``fast_sample`` runs the network on the rows generated so far only (``x[:, :, :h+1]`` for a pixel in
-row h). That is exact, not an approximation: every layer's output at row i reads input rows <= i (shifted
-convolutions, stride-2 rows 2r-1 and 2r, transposed row i // 2), so cropping the rows below changes nothing
-above them; it halves the average work (about 2x over the naive sampler at large H). It is not a cache: a cached
-sampler (PrajitR/fast-pixel-cnn) would keep, per shifted conv, the last ``kh`` rows of its input (the ``u``
-stream advancing once per row, ``ul`` once per pixel), run the layer at resolution 1/2^s only every 2^s
-rows/columns with the transposed layers emitting 2^s outputs per input, and hold the up-pass short-cuts per
-resolution until the matching down-pass block reads them. It is not written, for lack of time, not because the
-architecture forbids it.
+Sampling: ``fast_sample`` is a cached sampler (Ramachandran et al. 2017, "Fast Generation for Convolutional
+Autoregressive Models"; ``nn/shifted_cache.py``): every shifted convolution keeps the last ``kh`` rows of its
+input at its own resolution; the ``u`` stream advances once per image row and the ``ul`` stream once per pixel,
+each resolution l only at rows / pixels whose indices are divisible by 2^l; a transposed convolution turns the
+last low-resolution row (pixel) into the full-resolution rows (pixels) that read it, and the up pass's short-cuts
+are consumed by the down pass of the same level in the same step. Then one joint DMoL draw per pixel. Every
+step's parameters equal a full forward pass (tests/test_fast_sampling.py).
 
 Deviations from the paper:
 - No weight normalization or data-dependent initialization (openai/pixel-cnn ``nn.conv2d``): PyTorch's default
