@@ -3,8 +3,8 @@
 Both draw the same images (same parameters and random draws, checked here); the fast one is the cached sampler
 of ``nn/shifted_cache.py`` (until 2026-12 it ran the network on rows 0..h only, the numbers in results/ from then
 say so). ``benchmarks/sampling_conv.py`` measures it at 3x32x32 beside the other conv models. Median of 2 runs
-(``--quick``: 1 run, 8x8) per image size, batch 32, the benchmark's small model (hidden 16, 2 blocks per stage, 5 logistics). Writes
-benchmarks/results/pixelcnn_pp_sampling.json and .png.
+(``--quick``: 1 run, 8x8) per image size, batch 32, the benchmark's small model (hidden 16, 2 blocks per stage,
+5 logistics). Writes benchmarks/results/pixelcnn_pp_sampling.json and .png.
 """
 
 from __future__ import annotations
