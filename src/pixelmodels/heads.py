@@ -23,16 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def gumbel_argmax(
-    logits: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Sample from softmax(logits) over the last axis with explicit uniform noise (reproducible per seed);
-    ``uniform`` (float32, the shape of ``logits``): use these draws instead of drawing from ``generator``."""
-    if uniform is None:
-        uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
-    u = uniform
-    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
-    return torch.argmax(logits.float() + gumbel, dim=-1)
+def gumbel_noise(u: torch.Tensor) -> torch.Tensor:
+    """Uniform draws -> standard Gumbel noise, -log(-log u) (clamped so both logs stay finite)."""
+    return -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+
+
+def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample from softmax(logits) over the last axis with explicit uniform noise (reproducible per seed)."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    return torch.argmax(logits.float() + gumbel_noise(u), dim=-1)
 
 
 class Head(nn.Module):
@@ -61,7 +60,7 @@ class Head(nn.Module):
         generator: torch.Generator | None = None,
         noise: list[tuple[torch.Tensor, ...]] | None = None,
     ) -> torch.Tensor:
-        """``noise``: the uniform draws to use (from ``noise``), instead of drawing them from ``generator``."""
+        """``noise``: draws made ahead, ``prepare_noise(noise(...))``, used instead of drawing from ``generator``."""
         raise NotImplementedError
 
     def noise_shapes(self) -> tuple[tuple[int, ...], ...]:
@@ -77,6 +76,10 @@ class Head(nn.Module):
             tuple(torch.rand(n, *shape, generator=generator, device=device, dtype=torch.float32) for shape in shapes)
             for _ in channels
         ]
+
+    def prepare_noise(self, noise: list[tuple[torch.Tensor, ...]]) -> list[tuple[torch.Tensor, ...]]:
+        """Uniform draws (``noise``) -> the form ``sample`` consumes (e.g. Gumbel noise), computed once."""
+        return noise
 
     def param_indices(self, channel: int) -> list[int]:
         raise NotImplementedError
@@ -103,13 +106,16 @@ class CategoricalHead(Head):
     def noise_shapes(self):
         return ((self.num_levels,),)  # Gumbel noise over the K values
 
+    def prepare_noise(self, noise):
+        return [(gumbel_noise(u),) for (u,) in noise]
+
     def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None, noise=None):
         out = x.clone()
         logits = params.view(params.shape[0], self.num_channels, self.num_levels)  # (B, C, K)
         if noise is None:
-            noise = self.noise(params.shape[0], channels, generator, params.device)
-        for c, (u,) in zip(channels, noise, strict=True):
-            drawn = gumbel_argmax(logits[:, c] / temperature, uniform=u)
+            noise = self.prepare_noise(self.noise(params.shape[0], channels, generator, params.device))
+        for c, (gumbel,) in zip(channels, noise, strict=True):
+            drawn = torch.argmax(logits[:, c].float() / temperature + gumbel, dim=-1)
             out[:, c] = drawn if keep is None else torch.where(keep[:, c], x[:, c], drawn)
         return out
 
@@ -276,6 +282,14 @@ class DiscretizedMixLogisticHead(Head):
     def noise_shapes(self):
         return ((self.num_mixtures,), ())  # Gumbel noise for the component, then the logistic draw
 
+    def prepare_noise(self, noise):
+        """Gumbel noise for the component; a standard logistic draw log(u) - log(1 - u) by the inverse CDF."""
+        prepared = []
+        for u_component, u in noise:
+            u = u.clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS)
+            prepared.append((gumbel_noise(u_component), torch.log(u) - torch.log1p(-u)))
+        return prepared
+
     def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None, noise=None):
         """Draw the channels in order, mirroring ``bin_log_prob`` (openai ``sample_from_discretized_mix_logistic``):
         a component from its posterior given the pixel's earlier channels, a logistic draw by the inverse CDF,
@@ -286,17 +300,16 @@ class DiscretizedMixLogisticHead(Head):
         out = x.clone()
         k = self.num_levels
         if noise is None:
-            noise = self.noise(params.shape[0], channels, generator, params.device)
-        for c, (u_component, u) in zip(channels, noise, strict=True):
+            noise = self.prepare_noise(self.noise(params.shape[0], channels, generator, params.device))
+        for c, (gumbel, logistic) in zip(channels, noise, strict=True):
             log_weights, means, log_scales = self.mixture(params, out)  # means of channel c read out[:, :c]
             log_posterior = log_weights + self.bin_log_prob(
                 out[:, :c].unsqueeze(-1), means[:, :c], log_scales[:, :c]
             ).sum(dim=1)  # (B, M)
-            component = gumbel_argmax(log_posterior / temperature, uniform=u_component).unsqueeze(-1)  # (B, 1)
+            component = torch.argmax(log_posterior.float() / temperature + gumbel, dim=-1).unsqueeze(-1)  # (B, 1)
             mean = means[:, c].gather(1, component).squeeze(1)  # (B,)
             scale = torch.exp(log_scales[:, c].gather(1, component).squeeze(1)) * temperature  # (B,)
-            u = u.clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS).to(mean.dtype)
-            y = mean + scale * (torch.log(u) - torch.log1p(-u))  # a logistic draw on the [-1, 1] scale
+            y = mean + scale * logistic.to(mean.dtype)  # a logistic draw on the [-1, 1] scale
             drawn = torch.floor((y + 1.0) * ((k - 1) / 2.0) + 0.5).clamp(0, k - 1).long()
             out[:, c] = drawn if keep is None else torch.where(keep[:, c], x[:, c], drawn)
         return out

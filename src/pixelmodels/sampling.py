@@ -152,6 +152,7 @@ def fixed_point_sample(
         pixels = None if torch.equal(pixels, torch.arange(height * width, device=device)) else pixels
         # (S, n, ...) -> (n*S, ...): images major, steps minor, as the parameters are flattened below
         stacked = [tuple(part[steps].transpose(0, 1).flatten(0, 1) for part in parts) for parts in noise]
+        stacked = model.head.prepare_noise(stacked)  # e.g. Gumbel noise, computed once for every iteration
         keep = None if flat_mask is None else _gather(flat_mask, pixels).flatten(0, 1)  # (n*S, C)
         batches.append((channels, pixels, stacked, keep))
     del noise
