@@ -200,7 +200,7 @@ def test_conv_model_caches_are_kernel_tall():
     run.cache(model.input_conv)
     for block in model.blocks:
         run.cache(block.body[3])
-    assert [c.buffer.shape[2] for c in run._ops.values()] == [3, 2, 2]  # 5x5 mask A, then 3x3 mask B
+    assert [c.buffer.shape[2] for c in run._caches.values()] == [3, 2, 2]  # 5x5 mask A, then 3x3 mask B
     gated = build("gated_pixelcnn_k5", (1, 30, 6), 4)
     stepper = GatedStackStepper(gated.stack, 2, 30, 6)
     assert [c.buffer.shape[2] for c in stepper.v_caches + stepper.h_caches] == [3, 3, 1, 1]

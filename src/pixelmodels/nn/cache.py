@@ -22,6 +22,8 @@ computed at the last channel step equals the full forward pass on the final imag
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -135,25 +137,39 @@ class PixelRunner:
 
     def __init__(self, batch: int, height: int, width: int):
         self.batch, self.height, self.width = batch, height, width
-        self._ops: dict[nn.Module, object] = {}
+        self._caches: dict[nn.Module, ConvCache] = {}
+        self._ops: dict[nn.Module, Callable[[torch.Tensor, int, int], torch.Tensor]] = {}
 
     def cache(self, conv: MaskedConv2d) -> ConvCache:
-        if conv not in self._ops:
-            self._ops[conv] = ConvCache.for_masked(conv, self.batch, self.height, self.width)
-        return self._ops[conv]
+        if conv not in self._caches:
+            self._caches[conv] = ConvCache.for_masked(conv, self.batch, self.height, self.width)
+        return self._caches[conv]
 
     def __call__(self, module: nn.Module, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        op = self._ops.get(module)
+        if op is None:
+            op = self._ops[module] = self._compile(module)
+        return op(x, i, j)
+
+    def _compile(self, module: nn.Module) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
+        """The pixel-wise version of ``module``, made once (the per-step cost is mostly Python overhead)."""
         if isinstance(module, nn.Sequential):
-            for m in module:
-                x = self(m, x, i, j)
-            return x
+            ops = [self._compile(m) for m in module]
+
+            def sequence(x, i, j):
+                for op in ops:
+                    x = op(x, i, j)
+                return x
+
+            return sequence
+        if isinstance(module, nn.Dropout):
+            return lambda x, i, j: x  # samplers run in eval mode
         if isinstance(module, ELEMENTWISE):
-            return x if isinstance(module, nn.Dropout) else module(x)  # samplers run in eval mode
+            return lambda x, i, j: module.forward(x)
         if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1):
-            if module not in self._ops:
-                self._ops[module] = (pointwise_weight(module), module.bias)
-            weight, bias = self._ops[module]
-            return F.linear(x, weight, bias)  # (B, C_out)
+            weight, bias = pointwise_weight(module), module.bias
+            return lambda x, i, j: F.linear(x, weight, bias)  # (B, C_out)
         if isinstance(module, MaskedConv2d):
-            return self.cache(module).step(i, j, x)
+            cache = self.cache(module)
+            return lambda x, i, j: cache.step(i, j, x)
         raise TypeError(f"PixelRunner cannot run {type(module).__name__} one pixel at a time")
