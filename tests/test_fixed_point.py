@@ -35,12 +35,17 @@ def test_fixed_point_equals_ancestral_sampling_with_the_same_noise(variant, shap
     g = torch.Generator().manual_seed(3)
     known = torch.randint(k, (3, *shape), generator=g)
     mask = torch.rand(3, *shape, generator=g) < 0.3
-    for kwargs in [{}, dict(known=known, known_mask=mask, temperature=0.7)]:
+    raster = variant.name != "spn"
+    for kwargs in [{}, dict(known=known, known_mask=mask, temperature=0.7)] + [dict(block_rows=1)] * raster:
         stats: dict = {}
         fixed = fixed_point_sample(model, 3, generator=torch.Generator().manual_seed(1), stats=stats, **kwargs)
+        kwargs.pop("block_rows", None)
         naive = model.sample(3, method="naive", generator=torch.Generator().manual_seed(1), **kwargs)
         assert torch.equal(fixed, naive)
         assert stats["converged"] and 1 <= stats["iterations"] <= len(model.order())
+    if not raster:
+        with pytest.raises(ValueError, match="raster"):
+            fixed_point_sample(model, 1, block_rows=1)
 
 
 def test_every_variant_but_depth_upscaling_supports_it():
@@ -51,12 +56,22 @@ def test_every_variant_but_depth_upscaling_supports_it():
 
 
 def test_conditional_models_and_the_sample_method():
-    model = pixelmodels.build("gated_pixelcnn", (1, 4, 4), 3, hidden_channels=6, num_layers=2, num_classes=3).eval()
+    """Labels and a spatial map (cropped with the rows in the block variant)."""
+    model = pixelmodels.build(
+        "gated_pixelcnn", (1, 5, 4), 3, hidden_channels=6, num_layers=2, num_classes=3, cond_channels=2
+    ).eval()
     torch.nn.init.normal_(model.stack.label_embedding.weight)
-    cond = torch.tensor([0, 1, 2])
-    fixed = model.sample(3, cond=cond, method="fixed_point", generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(0)
+    cond = model.check_cond({"labels": torch.tensor([0, 1, 2]), "map": torch.randn(3, 2, 5, 4, generator=g)}, 3)
     naive = model.sample(3, cond=cond, method="naive", generator=torch.Generator().manual_seed(2))
+    fixed = model.sample(3, cond=cond, method="fixed_point", generator=torch.Generator().manual_seed(2))
     assert torch.equal(fixed, naive)
+    for rows in (2, 3):
+        stats: dict = {}
+        blocks = fixed_point_sample(
+            model, 3, cond, block_rows=rows, generator=torch.Generator().manual_seed(2), stats=stats
+        )
+        assert torch.equal(blocks, naive) and stats["work"] < stats["iterations"]
 
 
 def test_an_unconverged_iterate_is_reported():
@@ -66,7 +81,7 @@ def test_an_unconverged_iterate_is_reported():
     stats: dict = {}
     one = fixed_point_sample(model, 4, generator=torch.Generator().manual_seed(1), max_iterations=1, stats=stats)
     naive = model.sample(4, method="naive", generator=torch.Generator().manual_seed(1))
-    assert stats == {"iterations": 1, "converged": False} and not torch.equal(one, naive)
+    assert stats == {"iterations": 1, "work": 1.0, "converged": False} and not torch.equal(one, naive)
 
 
 @pytest.mark.parametrize("head", ["categorical", "dmol"])

@@ -123,71 +123,103 @@ def fixed_point_sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     max_iterations: int | None = None,
+    block_rows: int | None = None,
     stats: dict | None = None,
 ) -> torch.Tensor:
     """Jacobi fixed-point iteration (module docstring): the same images as ``naive_sample`` with the same seed.
 
     Args:
-        max_iterations: stop after this many forward passes even if not converged (None: the number of steps,
-            after which the result is exact).
-        stats: if a dict, gets ``iterations`` (forward passes run) and ``converged`` (the last pass changed nothing,
-            or every step was final).
+        max_iterations: stop after this many forward passes in all, even if not converged (None: no cap; the
+            result is exact after one pass per step).
+        block_rows: Gauss-Seidel over blocks of rows (raster orders only): Jacobi on the steps of rows
+            [r, r + block_rows) with the network run on rows 0 .. r + block_rows - 1 only (rows below cannot
+            change them), until that block stops changing, then the next block. None: one block, the image.
+        stats: if a dict, gets ``iterations`` (forward passes run), ``work`` (the same counted in full-image
+            passes: a pass on the first r of H rows counts r / H) and ``converged`` (every block stopped changing
+            or was final).
     """
     if not model.supports_fixed_point:
         raise ValueError(f"model {model.model_name!r} cannot be sampled by fixed-point iteration; use 'naive'")
     device = next(model.parameters()).device
     c, height, width = model.image_shape
     order = model.order()
+    if block_rows is not None:
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be a positive int, got {block_rows}")
+        check_raster(order, height, width)
     noise = _step_noise(model.head, order, n, generator, device)  # [channel][part]: (steps, n, *shape)
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # steps by the channels they draw
-    for index, (_, _, channels) in enumerate(order):
-        groups[channels].append(index)
-    # everything is kept pixel-major, (n, H*W, ...): a group of steps is a list of pixels (all of them, in raster
-    # order, for raster orders: then no gather is needed)
     flat_mask = None if known_mask is None else known_mask.permute(0, 2, 3, 1).reshape(n, height * width, c)
-    batches = []
-    for channels, indices in groups.items():
-        pixels = torch.tensor([order[i].h * width + order[i].w for i in indices], device=device)
-        steps = torch.tensor(indices, device=device)
-        pixels = None if torch.equal(pixels, torch.arange(height * width, device=device)) else pixels
-        # (S, n, ...) -> (n*S, ...): images major, steps minor, as the parameters are flattened below
-        stacked = [tuple(part[steps].transpose(0, 1).flatten(0, 1) for part in parts) for parts in noise]
-        stacked = model.head.prepare_noise(stacked)  # e.g. Gumbel noise, computed once for every iteration
-        keep = None if flat_mask is None else _gather(flat_mask, pixels).flatten(0, 1)  # (n*S, C)
-        batches.append((channels, pixels, stacked, keep))
-    del noise
-
     x = initial_canvas(model, n, known, known_mask, device).permute(0, 2, 3, 1).reshape(n, height * width, c)
-    limit = len(order) if max_iterations is None else min(max_iterations, len(order))
-    iterations, converged = 0, False
-    bar = tqdm(total=limit, disable=not progress, desc="fixed-point iterations", leave=False)
-    while iterations < limit and not converged:
-        image = x.view(n, height, width, c).permute(0, 3, 1, 2).contiguous()  # (n, C, H, W)
-        params = model.network(model.scale_input(image), cond).float()  # (n, P, H, W)
-        params = params.permute(0, 2, 3, 1).contiguous().view(n, height * width, -1)  # (n, H*W, P), one copy
-        new = x.clone()
-        for channels, pixels, stacked, keep in batches:
-            current = _gather(x, pixels)  # (n, S, C)
-            p, size = _gather(params, pixels).flatten(0, 1), current.shape[1]  # (n*S, P)
-            drawn = model.head.sample(p, current.flatten(0, 1), channels, keep, temperature, noise=stacked)
-            drawn = drawn.view(n, size, c)[:, :, list(channels)]  # (n, S, len(channels))
-            if pixels is None:
-                new[:, :, list(channels)] = drawn
-            else:
-                new[:, pixels[:, None], torch.tensor(channels, device=device)] = drawn
-        iterations += 1
-        converged = torch.equal(new, x) or iterations == len(order)
-        x = new
-        bar.update()
+    rows = height if block_rows is None else block_rows
+    iterations, work, converged = 0, 0.0, True
+    bar = tqdm(total=len(order), disable=not progress, desc="fixed-point steps final", leave=False)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        indices = [k for k, step in enumerate(order) if top <= step.h < bottom] if block_rows else range(len(order))
+        batches = _batches(model.head, order, indices, noise, flat_mask, width, bottom, device)
+        block_cond = _crop_rows(cond, bottom, height)
+        done = False
+        for _ in range(len(indices)):  # step t of the block is final after t passes
+            if max_iterations is not None and iterations >= max_iterations:
+                break
+            image = x[:, : bottom * width].view(n, bottom, width, c).permute(0, 3, 1, 2).contiguous()  # (n, C, b, W)
+            params = model.network(model.scale_input(image), block_cond).float()  # (n, P, b, W)
+            params = params.permute(0, 2, 3, 1).contiguous().view(n, bottom * width, -1)  # (n, b*W, P), one copy
+            new = x.clone()
+            seen, written = x[:, : bottom * width], new[:, : bottom * width]  # views: (n, b*W, C)
+            for channels, pixels, stacked, keep in batches:
+                current = _gather(seen, pixels)  # (n, S, C)
+                p, size = _gather(params, pixels).flatten(0, 1), current.shape[1]  # (n*S, P)
+                drawn = model.head.sample(p, current.flatten(0, 1), channels, keep, temperature, noise=stacked)
+                drawn = drawn.view(n, size, c)[:, :, list(channels)]  # (n, S, len(channels))
+                if pixels is None:
+                    written[:, :, list(channels)] = drawn
+                else:
+                    written[:, pixels[:, None], torch.tensor(channels, device=device)] = drawn
+            iterations, work = iterations + 1, work + bottom / height
+            done = torch.equal(new, x)
+            x = new
+            if done:
+                break
+        else:
+            done = True  # as many passes as steps: final
+        converged = converged and done
+        bar.update(len(indices))
     bar.close()
-    x = x.view(n, height, width, c).permute(0, 3, 1, 2).contiguous()  # (n, C, H, W)
     if stats is not None:
-        stats.update(iterations=iterations, converged=converged)
-    return x
+        stats.update(iterations=iterations, work=work, converged=converged)
+    return x.view(n, height, width, c).permute(0, 3, 1, 2).contiguous()  # (n, C, H, W)
+
+
+def _batches(head, order, indices, noise, flat_mask, width: int, rows: int, device) -> list[tuple]:
+    """The listed steps grouped by the channels they draw: (channels, pixels (S,) or None for all ``rows * width``
+    in raster order, their prepared noise (n*S, ...), their ``keep`` mask (n*S, C) or None). Everything is
+    pixel-major (n, pixels, ...), images first."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for index in indices:
+        groups[order[index].channels].append(index)
+    batches = []
+    for channels, steps in groups.items():
+        pixels = torch.tensor([order[k].h * width + order[k].w for k in steps], device=device)
+        pixels = None if torch.equal(pixels, torch.arange(rows * width, device=device)) else pixels
+        steps = torch.tensor(steps, device=device)
+        stacked = [tuple(part[steps].transpose(0, 1).flatten(0, 1) for part in parts) for parts in noise]
+        keep = None if flat_mask is None else _gather(flat_mask[:, : rows * width], pixels).flatten(0, 1)
+        batches.append((channels, pixels, head.prepare_noise(stacked), keep))  # Gumbel etc. computed once
+    return batches
+
+
+def _crop_rows(cond, rows: int, height: int):
+    """``cond`` for an image cropped to its first ``rows`` rows: spatial maps (B, C, H, W) lose the rows below."""
+    if isinstance(cond, dict):
+        return {key: _crop_rows(value, rows, height) for key, value in cond.items()}
+    if isinstance(cond, torch.Tensor) and cond.dim() == 4 and cond.shape[2] == height:
+        return cond[:, :, :rows]
+    return cond
 
 
 def _gather(x: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
-    """x (n, H*W, ...) at the listed pixels (n, S, ...); all of them in order when ``pixels`` is None."""
+    """x (n, pixels, ...) at the listed pixels (n, S, ...); all of them in order when ``pixels`` is None."""
     return x if pixels is None else x[:, pixels]
 
 
