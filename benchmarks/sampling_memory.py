@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--measure-batch", type=int, default=32)
     parser.add_argument("--compare-src", help="another checkout's src directory, measured the same way")
+    parser.add_argument("--quick", action="store_true", help="batch 4, measured at batch 2 (smoke test)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.measure_batch = 4, 2
     rows = []
     for name in MODELS:
         row = {"model": name, "hparams": MODELS[name], **analytic(name, args.batch)}
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(json.dumps(row))
     result = {"batch": args.batch, "shape": SHAPE, "levels": LEVELS, "compare_src": args.compare_src, "rows": rows}
-    print(save_result("sampling_memory", result, plot(rows, args.batch)))
+    print(save_result("sampling_memory" + "_quick" * args.quick, result, plot(rows, args.batch)))
 
 
 if __name__ == "__main__":
