@@ -150,7 +150,7 @@ def plot(result: dict):
     ax2.set(yscale="log", ylabel="speed-up over naive")
     ax2.legend(fontsize=8)
     for ax in (ax1, ax2):
-        ax.set_xticks(xs, labels, fontsize=7)
+        ax.set_xticks(xs, labels, fontsize=7, rotation=60, ha="right")
     fig.suptitle(f"Sampling 3x32x32, K=256: {result['meta_device']}, {result['threads']} thread(s)")
     return fig
 
