@@ -30,9 +30,9 @@ import copy
 import json
 import logging
 import math
+import os
 import queue
 import random
-import shutil
 import sys
 import threading
 import time
@@ -49,6 +49,8 @@ from pixelmodels.evaluate import NLLResult, dataset_nll
 from pixelmodels.registry import build
 from pixelmodels.training import checkpoint as ckpt
 from pixelmodels.training.config import OptimConfig, RunConfig
+from pixelmodels.training.resources import check_device, check_model_fits
+from pixelmodels.training.rundir import ReplacedRun, StopRequest, check_run_dir, write_marker
 from pixelmodels.training.distributed import (
     DistContext,
     distributed_nll,
@@ -72,7 +74,19 @@ RESUMABLE_CHANGES = {
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped and its last good checkpoint is untouched."""
+    """The loss, the gradients or the weights became NaN or infinite; the run stopped and its last good checkpoint
+    is untouched (non-finite weights are never saved)."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: the loop stopped after a whole step and saved the 'last' checkpoint."""
+
+    def __init__(self, run_dir: Path, step: int, steps: int):
+        self.run_dir, self.step, self.steps = run_dir, step, steps
+        super().__init__(
+            f"interrupted at step {step} of {steps}; checkpoint saved, continue with: "
+            f"pixelmodels train --out {run_dir} --resume"
+        )
 
 
 # ----- the pieces that make it distributed ----------------------------------------------------------------
@@ -282,10 +296,12 @@ class RunWriter:
                     self.tensorboard.add_scalar(f"{record.get('split', 'train')}/{key}", value, record["step"])
 
     def truncate_metrics(self, step: int) -> None:
-        """On resume, drop metric lines written after the checkpoint (they will be written again)."""
+        """On resume, drop metric lines written after the checkpoint and the test line (they will be written
+        again; the test split is scored once, at the end)."""
         path = self.run_dir / "metrics.jsonl"
         if self.enabled and path.exists():
-            lines = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+            records = [(line, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+            lines = [line for line, r in records if r.get("step", 0) <= step and r.get("split") != "test"]
             ckpt.atomic_write_text(path, "".join(line + "\n" for line in lines))
 
     def checkpoint(self, which: ckpt.Which, **kwargs) -> None:
@@ -307,9 +323,8 @@ class RunWriter:
 
 # ----- small helpers --------------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``train.device`` -> a torch device that exists here (``auto``: cuda when available, else cpu)."""
+    return check_device(name)
 
 
 def learning_rate(step: int, optim: OptimConfig, total_steps: int) -> float:
@@ -333,28 +348,6 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float, step: int) 
     torch._foreach_lerp_(list(ema_model.parameters()), list(model.parameters()), 1.0 - d)
     for e, b in zip(ema_model.buffers(), model.buffers(), strict=True):
         e.copy_(b)
-
-
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
-    """Refuse to mix runs: an existing run needs --resume (continue) or --overwrite (replace).
-
-    Returns True when an old run is to be deleted (``overwrite``); nothing is deleted here.
-    """
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other")
-    if resume:
-        if not (run_dir / "checkpoints" / "last.json").exists():
-            raise FileNotFoundError(f"nothing to resume in {run_dir}: no checkpoints/last.json")
-        return False
-    if run_dir.exists() and not run_dir.is_dir():
-        raise FileExistsError(f"{run_dir} exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not (run_dir / "config.json").exists():
-            raise FileExistsError(f"{run_dir} exists, is not empty and is not a pixelmodels run; choose another --out")
-        if not overwrite:
-            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite")
-        return True
-    return False
 
 
 def _config_changes(old: dict, new: dict) -> list[str]:
@@ -395,30 +388,64 @@ def train(
         ValueError, FileExistsError, FileNotFoundError: bad config, data set or run directory.
     """
     threads = torch.get_num_threads()
+    replaced = ReplacedRun()
     own_group = not (dist.is_available() and dist.is_initialized())
     try:
         if config.train.num_threads is not None:
             torch.set_num_threads(config.train.num_threads)
-        return _train(config, out_dir, resume, overwrite, stop_after, progress)
+        return _train(config, out_dir, resume, overwrite, stop_after, progress, replaced)
+    except BaseException:
+        replaced.restore()  # a replaced run comes back when the new one failed before its first checkpoint
+        raise
     finally:
         torch.set_num_threads(threads)  # leave the caller's process as it was
         if own_group:
             shutdown_distributed()
 
 
-def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
+def _check_resume(run_dir: Path, meta: dict, config: RunConfig) -> None:
+    """A checkpoint to resume from must hold the training state; the new config may change only cadence, device
+    and evaluation details, and may not ask for fewer steps than were already trained."""
+    missing = [k for k in ("optimizer", "rng", "state") if k not in meta]
+    missing += [f"state.{k}" for k in ("data_order", "best_step", "elapsed_s") if k not in meta.get("state", {})]
+    if missing:
+        raise ValueError(f"checkpoint {run_dir / 'checkpoints' / 'last.json'} cannot be resumed: missing {missing}")
+    bad = [k for k in _config_changes(meta["config"], config.to_dict()) if k not in RESUMABLE_CHANGES]
+    if bad:
+        raise ValueError(f"cannot change {', '.join(bad)} when resuming {run_dir}; start a new run instead")
+    if config.train.steps < meta["step"]:
+        raise ValueError(
+            f"train.steps={config.train.steps} is fewer than the {meta['step']} steps {run_dir} has trained; "
+            f"resume with train.steps >= {meta['step']}"
+        )
+
+
+def _resolve_data_dir(config: RunConfig) -> None:
+    """Store the data directory as an absolute path (from data.data_dir or $PIXELMODELS_DATA), so evaluate, report
+    and --resume find the data from any working directory."""
+    from pixelmodels.data.dataset import DATA_ENV, resolve_data_dir
+
+    if config.data.data_dir is not None or os.environ.get(DATA_ENV):
+        config.data.data_dir = str(resolve_data_dir(config.data.data_dir).resolve())
+
+
+def _train(config, out_dir, resume, overwrite, stop_after, progress, replaced: ReplacedRun) -> Path:
     from pixelmodels.data import load_dataset
 
     config.validate()
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"--stop-after must be a step >= 1, got {stop_after}")
+    _resolve_data_dir(config)
     ctx = init_distributed(resolve_device(config.train.device), config.train.dist_timeout_s)
     local_batch_size(config.data.batch_size, ctx.world_size)  # a clear error before any work
     run_dir = Path(out_dir or Path("runs") / (config.preset or f"{config.model.name}-{config.data.dataset}"))
-    clear_old_run = check_run_dir(run_dir, resume, overwrite)
+    replace_old_run = check_run_dir(run_dir, resume, overwrite)
     resume_meta, resume_tensors = ckpt.read_checkpoint(run_dir, "last") if resume else (None, None)
     if resume_meta is not None:
-        bad = [k for k in _config_changes(resume_meta["config"], config.to_dict()) if k not in RESUMABLE_CHANGES]
-        if bad:
-            raise ValueError(f"cannot change {', '.join(bad)} when resuming {run_dir}; start a new run instead")
+        _check_resume(run_dir, resume_meta, config)
+        if resume_meta["step"] >= config.train.steps and (run_dir / "results.json").is_file():
+            logger.info("%s has trained its %d steps and been scored; nothing to do", run_dir, resume_meta["step"])
+            return run_dir
     progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
     cfg_t, cfg_d = config.train, config.data
     device = ctx.device
@@ -435,9 +462,9 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     train_labels = None if train_set.labels is None else train_set.labels[:n_train]
     n_valid = len(valid_set.images) if cfg_d.max_eval_images is None else min(cfg_d.max_eval_images, len(valid_set))
 
-    model = build(
-        config.model.name, image_shape=train_set.image_shape, num_levels=train_set.num_levels, **config.model.hparams
-    ).to(device)
+    shape, levels = train_set.image_shape, train_set.num_levels
+    check_model_fits(config.model.name, shape, levels, config.model.hparams, device)  # before allocating anything
+    model = build(config.model.name, image_shape=shape, num_levels=levels, **config.model.hparams).to(device)
     if model.num_classes is not None and train_labels is None:
         raise ValueError(f"model {config.model.name!r} is class-conditional but {cfg_d.dataset!r} has no labels")
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.optim.ema_decay > 0 else None
@@ -448,9 +475,11 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     if ctx.enabled:
         dist.barrier()  # every rank has checked the run directory before rank 0 changes it
-    if clear_old_run and is_main_process():  # only now that the new run's config, data and model are good
-        shutil.rmtree(run_dir)
+    if replace_old_run and is_main_process():  # only now that the new run's config, data and model are good
+        replaced.move_aside(run_dir)  # kept until the new run has written its first checkpoint
     writer = RunWriter(run_dir, is_main_process())
+    if writer.enabled:
+        write_marker(run_dir)
 
     step, best_bpd, best_step, elapsed = 0, math.inf, None, 0.0
     if resume_meta is not None:
@@ -461,9 +490,11 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         state = resume_meta["state"]
         order.load_state_dict(state["data_order"])
         step, best_step, elapsed = resume_meta["step"], state["best_step"], state["elapsed_s"]
-        best_bpd = state["best_valid_bits_per_dim"] if state["best_valid_bits_per_dim"] is not None else math.inf
+        best_bpd = state["best_valid_bits_per_dim"] if state.get("best_valid_bits_per_dim") is not None else math.inf
         ckpt.set_rng_state(resume_meta["rng"], resume_tensors)
         writer.truncate_metrics(step)
+        if writer.enabled and (run_dir / "results.json").is_file():
+            (run_dir / "results.json").unlink()  # it scored the shorter run; finish() writes the new one
         logger.info("resuming %s at step %d", run_dir, step)
     example = (train_images[:1].to(device).long(), None if model.num_classes is None else train_labels[:1].to(device))
     objective = wrap_model(model, config, ctx, example)  # after loading: DDP broadcasts rank 0's weights
@@ -478,10 +509,14 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         }
 
     def save(which: ckpt.Which) -> None:
-        writer.checkpoint(
-            which, step=step, model=model, ema_model=ema_model, run_config=config.to_dict(),
-            optimizer=optimizer if which == "last" else None, state=training_state(),
-        )  # fmt: skip
+        try:
+            writer.checkpoint(
+                which, step=step, model=model, ema_model=ema_model, run_config=config.to_dict(),
+                optimizer=optimizer if which == "last" else None, state=training_state(),
+            )  # fmt: skip
+        except ckpt.NonFiniteTensorsError as err:
+            raise NonFiniteLossError(f"{err} at step {step}") from None
+        replaced.discard()  # the new run has a checkpoint: the replaced one can go
 
     t0, t_log, images_seen = time.perf_counter(), time.perf_counter(), 0
     num_dims = model.num_dims
@@ -489,7 +524,9 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     model.train()
     labels = None if model.num_classes is None else train_labels
     loader = BatchLoader(order, train_images, labels, device, cfg_d.prefetch if step < cfg_t.steps else 0)
+    stop = StopRequest(enabled=not ctx.enabled)
     try:
+        stop.install()
         while step < cfg_t.steps and (stop_after is None or step < stop_after):
             x, cond = loader.next()  # (B / world_size, C, H, W) long, (B / world_size,) or None
             lr = learning_rate(step, config.optim, cfg_t.steps)
@@ -538,12 +575,17 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
                 n = cfg_t.num_samples
                 images = eval_model.sample(n, cond=_sample_cond(eval_model, n, device), generator=g)
                 writer.grid(images, f"samples/step{step:07d}.png", model.num_levels)
-            if step % cfg_t.checkpoint_every == 0 or final or step == stop_after:
+            if step % cfg_t.checkpoint_every == 0 or final or step == stop_after or stop.requested:
                 save("last")
+            if stop.requested and not final:
+                raise TrainingInterrupted(run_dir, step, cfg_t.steps)
     except NonFiniteLossError as err:
         writer.metrics({"step": step + 1, "split": "train", "event": "non_finite", "message": str(err)})
         last = run_dir / "checkpoints" / "last.json"
-        kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+        if replaced.aside is not None:
+            kept = f"no checkpoint was written; the run it replaced is back in {run_dir} as it was"
+        else:
+            kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
         writer.close()
         raise NonFiniteLossError(f"{err}; training stopped, {kept}") from None
     except RuntimeError as err:  # includes torch.distributed's errors: timeouts, a peer that went away
@@ -555,6 +597,7 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
             f"collectives time out after train.dist_timeout_s={config.train.dist_timeout_s:g} s)"
         ) from err
     finally:
+        stop.remove()
         bar.close()
         loader.close()
     if step < cfg_t.steps:
@@ -587,7 +630,8 @@ def finish(
     ):  # evenly spaced: class-sorted splits stay mixed
         keep = torch.linspace(0, len(test_x) - 1, d.max_test_images).round().long()  # (n,)
         test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
-    test: NLLResult = dataset_nll(model, test_x, test_y, d.eval_batch_size)
+    progress = sys.stderr.isatty() and is_main_process()
+    test: NLLResult = dataset_nll(model, test_x, test_y, d.eval_batch_size, progress=progress)
     writer.metrics({"step": meta["step"], "split": "test", **test.to_dict()})
     g = torch.Generator(device).manual_seed(config.train.seed)
     n = config.train.num_samples
