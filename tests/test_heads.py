@@ -184,7 +184,8 @@ def test_dmol_gradients_are_finite_for_extreme_parameters(k, channels):
     (K=2 reached NaN gradients in training: its likelihood depends only on mean / scale, so the log-scale drifts
     up until the bin-width and log1mexp gradients were inf - inf and 0 * inf.)"""
     head = DiscretizedMixLogisticHead(channels, k, num_mixtures=1)
-    grid = torch.tensor(list(itertools.product([-1e3, -3.0, 0.0, 0.7, 3.0, 1e3], [-30.0, -7.0, 0.0, 20.0, 80.0, 200.0])))
+    extreme_means, extreme_log_scales = [-1e3, -3.0, 0.0, 0.7, 3.0, 1e3], [-30.0, -7.0, 0.0, 20.0, 80.0, 200.0]
+    grid = torch.tensor(list(itertools.product(extreme_means, extreme_log_scales)))
     means, log_scales = grid.repeat_interleave(2, 0).T  # (G,) each; every (mean, log-scale) pair twice
     values = torch.tensor([0, k - 1]).repeat(len(grid))  # the two edge bins
     if k > 2:

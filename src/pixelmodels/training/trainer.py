@@ -49,8 +49,6 @@ from pixelmodels.evaluate import NLLResult, dataset_nll
 from pixelmodels.registry import build
 from pixelmodels.training import checkpoint as ckpt
 from pixelmodels.training.config import OptimConfig, RunConfig
-from pixelmodels.training.resources import check_device, check_model_fits
-from pixelmodels.training.rundir import ReplacedRun, StopRequest, check_run_dir, write_marker
 from pixelmodels.training.distributed import (
     DistContext,
     distributed_nll,
@@ -61,6 +59,8 @@ from pixelmodels.training.distributed import (
     shard_of_batch,
     shutdown_distributed,
 )
+from pixelmodels.training.resources import check_device, check_model_fits
+from pixelmodels.training.rundir import ReplacedRun, StopRequest, check_run_dir, write_marker
 from pixelmodels.viz import save_grid
 
 logger = logging.getLogger(__name__)
