@@ -122,6 +122,9 @@ def cmd_nll_map(args: argparse.Namespace) -> int:
         if model.num_classes and ds.labels is not None:
             cond = ds.labels[idx]
     if args.class_label is not None:
+        if not model.num_classes or args.class_label >= model.num_classes:
+            classes = f"classes 0..{model.num_classes - 1}" if model.num_classes else "no classes (unconditional)"
+            raise ValueError(f"--class {args.class_label}: {model.model_name!r} has {classes}")
         cond = torch.full((len(x),), args.class_label)
     chunks = range(0, len(x), NLL_MAP_BATCH)
     nll = torch.cat([
