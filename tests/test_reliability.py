@@ -11,9 +11,8 @@ import signal
 import pytest
 import torch
 
-from pixelmodels.training import NonFiniteLossError, apply_overrides, get_preset, train
+from pixelmodels.training import NonFiniteLossError, apply_overrides, get_preset, train, trainer
 from pixelmodels.training import checkpoint as ckpt
-from pixelmodels.training import trainer
 from pixelmodels.training.resources import check_device
 from pixelmodels.training.rundir import MARKER, is_run_dir
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pixelmodels.cli_common import (
     ArgumentParser,
+    check_class_flag,
     check_grid_size,
     check_output_path,
     device_arg,
@@ -253,12 +254,7 @@ def _load_for_sampling(args: argparse.Namespace):
     from pixelmodels.training import load_checkpoint
 
     model = load_checkpoint(args.run, args.checkpoint, args.weights, args.device)
-    if args.class_label is not None and model.num_classes is None:
-        raise ValueError(
-            f"--class needs a class-conditional model; {model.model_name!r} in {args.run} is unconditional"
-        )
-    if args.class_label is not None and args.class_label >= model.num_classes:
-        raise ValueError(f"--class {args.class_label}: {model.model_name!r} has classes 0..{model.num_classes - 1}")
+    check_class_flag(model, args.class_label)
     if args.method == "fast" and not model.supports_fast_sampling:
         raise ValueError(f"--method fast: {model.model_name!r} has no fast sampler; use --method naive or auto")
     generator = torch.Generator(args.device).manual_seed(args.seed)

@@ -97,6 +97,13 @@ def check_grid_size(n: int, flag: str) -> None:
         )
 
 
+def check_class_flag(model, label: int | None) -> None:
+    """``--class`` must name one of the model's classes (and needs a class-conditional model)."""
+    if label is not None and (not model.num_classes or label >= model.num_classes):
+        classes = f"classes 0..{model.num_classes - 1}" if model.num_classes else "no classes (it is unconditional)"
+        raise ValueError(f"--class {label}: model {model.model_name!r} has {classes}")
+
+
 def error_message(err: BaseException) -> str:
     """One line for an error: an OSError names its file (``No space left on device: runs/x/...``)."""
     if isinstance(err, OSError) and err.strerror:

@@ -10,7 +10,14 @@ import torch
 from tqdm.auto import tqdm
 
 from pixelmodels import explain, viz
-from pixelmodels.cli_common import check_grid_size, check_output_path, int_range, positive_int, seed_int
+from pixelmodels.cli_common import (
+    check_class_flag,
+    check_grid_size,
+    check_output_path,
+    int_range,
+    positive_int,
+    seed_int,
+)
 from pixelmodels.ordering import rank_map
 from pixelmodels.registry import build
 
@@ -122,9 +129,7 @@ def cmd_nll_map(args: argparse.Namespace) -> int:
         if model.num_classes and ds.labels is not None:
             cond = ds.labels[idx]
     if args.class_label is not None:
-        if not model.num_classes or args.class_label >= model.num_classes:
-            classes = f"classes 0..{model.num_classes - 1}" if model.num_classes else "no classes (unconditional)"
-            raise ValueError(f"--class {args.class_label}: {model.model_name!r} has {classes}")
+        check_class_flag(model, args.class_label)
         cond = torch.full((len(x),), args.class_label)
     chunks = range(0, len(x), NLL_MAP_BATCH)
     nll = torch.cat([
