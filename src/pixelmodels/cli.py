@@ -202,6 +202,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stopped:
         print(f"pixelmodels train: {stopped}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during data loading or the final test scoring
+        print(f"pixelmodels train: interrupted; the last checkpoint is kept, continue with: "
+              f"pixelmodels train --out {args.out} --resume", file=sys.stderr)  # fmt: skip
+        return 130
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports; the others only trained
         return 0
     results_path = run_dir / "results.json"

@@ -283,6 +283,7 @@ class RunWriter:
 
     def config(self, config: RunConfig) -> None:
         if self.enabled:
+            write_marker(self.run_dir)
             ckpt.atomic_write_text(self.run_dir / "config.json", config.to_json() + "\n")
 
     def metrics(self, record: dict) -> None:
@@ -478,8 +479,6 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress, replaced: R
     if replace_old_run and is_main_process():  # only now that the new run's config, data and model are good
         replaced.move_aside(run_dir)  # kept until the new run has written its first checkpoint
     writer = RunWriter(run_dir, is_main_process())
-    if writer.enabled:
-        write_marker(run_dir)
 
     step, best_bpd, best_step, elapsed = 0, math.inf, None, 0.0
     if resume_meta is not None:
