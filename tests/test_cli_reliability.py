@@ -18,15 +18,10 @@ from pixelmodels.cli import main
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.training import checkpoint as ckpt
 from pixelmodels.training import trainer
+from test_cli_train import TINY as CLI_TINY
 
-TINY = [
-    "--preset", "quickstart",
-    "--set", "model.hidden_channels=4", "--set", "model.num_layers=1", "--set", "model.first_kernel_size=3",
-    "--set", "data.batch_size=8", "--set", "data.max_train_images=64", "--set", "data.max_eval_images=16",
-    "--set", "optim.warmup_steps=0", "--set", "train.steps=2", "--set", "train.eval_every=2",
-    "--set", "train.sample_every=0", "--set", "train.checkpoint_every=2", "--set", "train.num_samples=4",
-    "--set", "train.num_threads=1", "--set", "data.max_test_images=16",
-]  # fmt: skip
+# the end-to-end tests' tiny run, scored at once (2 steps) on a 16-image test subset
+TINY = [*CLI_TINY, "--set", "train.steps=2", "--set", "data.max_test_images=16"]
 
 
 def run(capsys, *argv):

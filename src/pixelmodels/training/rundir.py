@@ -1,5 +1,5 @@
-"""Run directories: what counts as a run, when one may be replaced, and how a replaced run is kept until its
-successor has proved itself.
+"""Run directories: what counts as a run, when one may be replaced or resumed, and how a replaced run is kept
+until its successor has proved itself.
 
 A run is a folder pixelmodels made: it holds the marker file ``pixelmodels-run.json``, or (runs written before
 the marker existed) a ``config.json`` in the run-config schema beside a ``checkpoints/`` folder holding a
@@ -8,7 +8,10 @@ pixelmodels checkpoint. Nothing else is ever deleted by ``--overwrite``: a folde
 
 ``--overwrite`` moves the old run aside (a rename to ``.NAME.replaced-PID`` beside it) instead of deleting it;
 the trainer deletes it once the new run has written its first checkpoint, and puts it back if the new run
-fails before that (``ReplacedRun``).
+fails before that (``ReplacedRun``); a process killed outright (``kill -9``) in between leaves it there.
+
+``--resume`` (``check_resume``) needs a checkpoint with its optimizer, RNG and training state, allows only the
+``RESUMABLE_CHANGES`` keys to differ, and never fewer steps than were trained.
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ import signal
 import threading
 from pathlib import Path
 
+from pixelmodels.data.dataset import DATA_ENV, resolve_data_dir
 from pixelmodels.training import checkpoint as ckpt
 from pixelmodels.training.config import RunConfig
 
 MARKER = "pixelmodels-run.json"
 CONFIG_SECTIONS = ("model", "data", "optim", "train")
+
+# Keys that may change when a run is resumed: cadence, device and evaluation details, not what is learned.
+RESUMABLE_CHANGES = {
+    "train.steps", "train.log_every", "train.eval_every", "train.sample_every", "train.checkpoint_every",
+    "train.num_samples", "train.num_threads", "train.device", "train.precision", "train.compile", "data.data_dir",
+    "data.eval_batch_size", "data.max_eval_images", "data.max_test_images", "data.prefetch", "train.dist_timeout_s",
+}  # fmt: skip
 
 
 def write_marker(run_dir: Path) -> None:
@@ -102,6 +113,39 @@ class ReplacedRun:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             os.replace(self.aside, self.run_dir)
             self.aside = None
+
+
+def _config_changes(old: dict, new: dict) -> list[str]:
+    changed = []
+    for section in ("model", "data", "optim", "train"):
+        for key in sorted(set(old.get(section, {})) | set(new[section])):
+            if old.get(section, {}).get(key) != new[section].get(key):
+                changed.append(f"{section}.{key}")
+    return changed
+
+
+def check_resume(run_dir: Path, meta: dict, config: RunConfig) -> None:
+    """A checkpoint to resume from must hold the training state; the new config may change only cadence, device
+    and evaluation details, and may not ask for fewer steps than were already trained."""
+    missing = [k for k in ("optimizer", "rng", "state") if k not in meta]
+    missing += [f"state.{k}" for k in ("data_order", "best_step", "elapsed_s") if k not in meta.get("state", {})]
+    if missing:
+        raise ValueError(f"checkpoint {run_dir / 'checkpoints' / 'last.json'} cannot be resumed: missing {missing}")
+    bad = [k for k in _config_changes(meta["config"], config.to_dict()) if k not in RESUMABLE_CHANGES]
+    if bad:
+        raise ValueError(f"cannot change {', '.join(bad)} when resuming {run_dir}; start a new run instead")
+    if config.train.steps < meta["step"]:
+        raise ValueError(
+            f"train.steps={config.train.steps} is fewer than the {meta['step']} steps {run_dir} has trained; "
+            f"resume with train.steps >= {meta['step']}"
+        )
+
+
+def store_absolute_data_dir(config: RunConfig) -> None:
+    """Store the data directory as an absolute path (from data.data_dir or $PIXELMODELS_DATA), so evaluate, report
+    and --resume find the data from any working directory."""
+    if config.data.data_dir is not None or os.environ.get(DATA_ENV):
+        config.data.data_dir = str(resolve_data_dir(config.data.data_dir).resolve())
 
 
 def resume_config(run_dir: str | Path) -> RunConfig:

@@ -30,7 +30,6 @@ import copy
 import json
 import logging
 import math
-import os
 import queue
 import random
 import sys
@@ -60,17 +59,17 @@ from pixelmodels.training.distributed import (
     shutdown_distributed,
 )
 from pixelmodels.training.resources import check_device, check_model_fits
-from pixelmodels.training.rundir import ReplacedRun, StopRequest, check_run_dir, write_marker
+from pixelmodels.training.rundir import (
+    ReplacedRun,
+    StopRequest,
+    check_resume,
+    check_run_dir,
+    store_absolute_data_dir,
+    write_marker,
+)
 from pixelmodels.viz import save_grid
 
 logger = logging.getLogger(__name__)
-
-# Keys that may change when a run is resumed: cadence, device and evaluation details, not what is learned.
-RESUMABLE_CHANGES = {
-    "train.steps", "train.log_every", "train.eval_every", "train.sample_every", "train.checkpoint_every",
-    "train.num_samples", "train.num_threads", "train.device", "train.precision", "train.compile", "data.data_dir",
-    "data.eval_batch_size", "data.max_eval_images", "data.max_test_images", "data.prefetch", "train.dist_timeout_s",
-}  # fmt: skip
 
 
 class NonFiniteLossError(RuntimeError):
@@ -351,15 +350,6 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float, step: int) 
         e.copy_(b)
 
 
-def _config_changes(old: dict, new: dict) -> list[str]:
-    changed = []
-    for section in ("model", "data", "optim", "train"):
-        for key in sorted(set(old.get(section, {})) | set(new[section])):
-            if old.get(section, {}).get(key) != new[section].get(key):
-                changed.append(f"{section}.{key}")
-    return changed
-
-
 def _sample_cond(model: nn.Module, n: int, device: torch.device) -> torch.Tensor | None:
     return None if model.num_classes is None else torch.arange(n, device=device) % model.num_classes
 
@@ -404,46 +394,20 @@ def train(
             shutdown_distributed()
 
 
-def _check_resume(run_dir: Path, meta: dict, config: RunConfig) -> None:
-    """A checkpoint to resume from must hold the training state; the new config may change only cadence, device
-    and evaluation details, and may not ask for fewer steps than were already trained."""
-    missing = [k for k in ("optimizer", "rng", "state") if k not in meta]
-    missing += [f"state.{k}" for k in ("data_order", "best_step", "elapsed_s") if k not in meta.get("state", {})]
-    if missing:
-        raise ValueError(f"checkpoint {run_dir / 'checkpoints' / 'last.json'} cannot be resumed: missing {missing}")
-    bad = [k for k in _config_changes(meta["config"], config.to_dict()) if k not in RESUMABLE_CHANGES]
-    if bad:
-        raise ValueError(f"cannot change {', '.join(bad)} when resuming {run_dir}; start a new run instead")
-    if config.train.steps < meta["step"]:
-        raise ValueError(
-            f"train.steps={config.train.steps} is fewer than the {meta['step']} steps {run_dir} has trained; "
-            f"resume with train.steps >= {meta['step']}"
-        )
-
-
-def _resolve_data_dir(config: RunConfig) -> None:
-    """Store the data directory as an absolute path (from data.data_dir or $PIXELMODELS_DATA), so evaluate, report
-    and --resume find the data from any working directory."""
-    from pixelmodels.data.dataset import DATA_ENV, resolve_data_dir
-
-    if config.data.data_dir is not None or os.environ.get(DATA_ENV):
-        config.data.data_dir = str(resolve_data_dir(config.data.data_dir).resolve())
-
-
 def _train(config, out_dir, resume, overwrite, stop_after, progress, replaced: ReplacedRun) -> Path:
     from pixelmodels.data import load_dataset
 
     config.validate()
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"--stop-after must be a step >= 1, got {stop_after}")
-    _resolve_data_dir(config)
+    store_absolute_data_dir(config)
     ctx = init_distributed(resolve_device(config.train.device), config.train.dist_timeout_s)
     local_batch_size(config.data.batch_size, ctx.world_size)  # a clear error before any work
     run_dir = Path(out_dir or Path("runs") / (config.preset or f"{config.model.name}-{config.data.dataset}"))
     replace_old_run = check_run_dir(run_dir, resume, overwrite)
     resume_meta, resume_tensors = ckpt.read_checkpoint(run_dir, "last") if resume else (None, None)
     if resume_meta is not None:
-        _check_resume(run_dir, resume_meta, config)
+        check_resume(run_dir, resume_meta, config)
         if resume_meta["step"] >= config.train.steps and (run_dir / "results.json").is_file():
             logger.info("%s has trained its %d steps and been scored; nothing to do", run_dir, resume_meta["step"])
             return run_dir
