@@ -14,7 +14,8 @@ Usage (Python)::
     run_dir = pixelmodels.train(apply_overrides(get_preset("quickstart"), ["train.steps=500"]), "runs/q")
     model = pixelmodels.load_checkpoint(run_dir)                            # best EMA weights
 
-The run directory holds ``config.json`` (the resolved config), ``checkpoints/{last,best}.*`` (safetensors +
+The run directory holds ``pixelmodels-run.json`` (the marker ``--overwrite`` looks for), ``config.json`` (the
+resolved config), ``checkpoints/{last,best}.*`` (safetensors +
 JSON, EMA weights included), ``metrics.jsonl``, ``samples/`` grids during training, ``samples.png`` and
 ``results.json`` (test NLL of the best checkpoint) at the end, and TensorBoard events when it is installed.
 
@@ -370,12 +371,14 @@ def train(
         config: the full run config (``get_preset``, ``apply_overrides``).
         out_dir: the run directory; an existing run there needs ``resume`` or ``overwrite``.
         resume: continue from ``checkpoints/last`` exactly (model, optimizer, EMA, step, RNG, data order).
-        overwrite: delete the run already in ``out_dir`` and start again.
+        overwrite: replace the run already in ``out_dir`` (only a pixelmodels run, ``rundir.is_run_dir``); it is
+            moved aside and deleted once the new run has written its first checkpoint, restored if it fails first.
         stop_after: stop (with a checkpoint) once this global step is reached; continue later with resume.
         progress: tqdm bar; default: when stderr is a terminal.
 
     Raises:
-        NonFiniteLossError: the loss became NaN/inf; the message names the step.
+        NonFiniteLossError: the loss, gradient norm or weights became NaN/inf; the message names the step.
+        TrainingInterrupted: Ctrl-C (SIGINT); the 'last' checkpoint was saved first.
         ValueError, FileExistsError, FileNotFoundError: bad config, data set or run directory.
     """
     threads = torch.get_num_threads()
