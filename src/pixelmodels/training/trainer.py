@@ -15,9 +15,9 @@ Usage (Python)::
     model = pixelmodels.load_checkpoint(run_dir)                            # best EMA weights
 
 The run directory holds ``pixelmodels-run.json`` (the marker ``--overwrite`` looks for), ``config.json`` (the
-resolved config), ``checkpoints/{last,best}.*`` (safetensors +
-JSON, EMA weights included), ``metrics.jsonl``, ``samples/`` grids during training, ``samples.png`` and
-``results.json`` (test NLL of the best checkpoint) at the end, and TensorBoard events when it is installed.
+resolved config), ``checkpoints/{last,best}.*`` (safetensors + JSON, EMA weights included), ``metrics.jsonl``,
+``samples/`` grids during training, ``samples.png`` and ``results.json`` (test NLL of the best checkpoint) at
+the end, and TensorBoard events when it is installed.
 
 Distributed (``torchrun --nproc_per_node=N -m pixelmodels train ...``, docs/scaling.md): the model is
 wrapped in DistributedDataParallel in one place (``wrap_model``), each rank takes its share of every global
