@@ -24,13 +24,13 @@ from pixelmodels.registry import build
 NLL_MAP_BATCH = 16  # images per forward pass of nll-map (bounds memory; one progress step each)
 
 
-def parse_ints(text: str, count: int, what: str) -> tuple[int, ...]:
+def parse_ints(text: str, count: int, what: str, low: int = 0) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != count:
-        raise argparse.ArgumentTypeError(f"{what} must be {count} comma-separated integers, got {text!r}")
+    if len(values) != count or min(values) < low:
+        raise argparse.ArgumentTypeError(f"{what} must be {count} comma-separated integers >= {low}, got {text!r}")
     return values
 
 
@@ -40,7 +40,7 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-shape",
         default=(1, 28, 28),
-        type=lambda s: parse_ints(s, 3, "--image-shape"),
+        type=lambda s: parse_ints(s, 3, "--image-shape", low=1),
         metavar="C,H,W",
         help="image shape for --model (default 1,28,28)",
     )
@@ -88,7 +88,12 @@ def load_model(args: argparse.Namespace):
 
 
 def _position(model, args) -> tuple[int, int]:
+    """``--position`` (default: the centre) and ``--channel``, checked against the model's image."""
     c, h, w = model.image_shape
+    if args.channel >= c:
+        raise ValueError(f"--channel {args.channel}: the model's images have channels 0..{c - 1}")
+    if args.position is not None and not (args.position[0] < h and args.position[1] < w):
+        raise ValueError(f"--position {args.position[0]},{args.position[1]} is outside the {h}x{w} image")
     return args.position if args.position is not None else (h // 2, w // 2)
 
 
