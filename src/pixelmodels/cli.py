@@ -166,10 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 # ----- train / evaluate / sample / complete / presets (DESIGN.md sections 5-6) ---------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from pixelmodels.training import RunConfig, apply_overrides, get_preset, train
-
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     from pixelmodels.training.rundir import resume_config
 
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     overrides = list(args.set or [])
     if args.resume:
         config = resume_config(args.out)  # config.json, else the copy in checkpoints/last.json
