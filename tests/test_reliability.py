@@ -237,3 +237,12 @@ def test_bad_devices_are_value_errors(name, message):
         pytest.skip("this machine has a GPU")
     with pytest.raises(ValueError, match=message):
         check_device(name)
+
+
+def test_the_memory_estimate_leaves_the_random_state_alone():
+    from pixelmodels.training.resources import count_parameters
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state().clone()
+    assert count_parameters("pixelcnn", (1, 8, 8), 17, {"hidden_channels": 4, "num_layers": 1}) > 0
+    assert torch.equal(torch.get_rng_state(), before)  # seeded runs initialise the same weights as before
