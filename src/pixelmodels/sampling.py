@@ -132,8 +132,9 @@ def fixed_point_sample(
         max_iterations: stop after this many forward passes in all, even if not converged (None: no cap; the
             result is exact after one pass per step).
         block_rows: Gauss-Seidel over blocks of rows (raster orders only): Jacobi on the steps of rows
-            [r, r + block_rows) with the network run on rows 0 .. r + block_rows - 1 only (rows below cannot
-            change them), until that block stops changing, then the next block. None: one block, the image.
+            [r, r + block_rows) until that block stops changing, then the next block; for a ``row_croppable``
+            model the network runs on rows 0 .. r + block_rows - 1 only (rows below cannot change them), for
+            others on the whole image. None: one block, the image.
         stats: if a dict, gets ``iterations`` (forward passes run), ``work`` (the same counted in full-image
             passes: a pass on the first r of H rows counts r / H) and ``converged`` (every block stopped changing
             or was final).
@@ -155,18 +156,19 @@ def fixed_point_sample(
     bar = tqdm(total=len(order), disable=not progress, desc="fixed-point steps final", leave=False)
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
+        seen_rows = bottom if model.row_croppable else height  # the rows the network runs on
         indices = [k for k, step in enumerate(order) if top <= step.h < bottom] if block_rows else range(len(order))
-        batches = _batches(model.head, order, indices, noise, flat_mask, width, bottom, device)
-        block_cond = _crop_rows(cond, bottom, height)
+        batches = _batches(model.head, order, indices, noise, flat_mask, width, seen_rows, device)
+        block_cond = _crop_rows(cond, seen_rows, height)
         done = False
         for _ in range(len(indices)):  # step t of the block is final after t passes
             if max_iterations is not None and iterations >= max_iterations:
                 break
-            image = x[:, : bottom * width].view(n, bottom, width, c).permute(0, 3, 1, 2).contiguous()  # (n, C, b, W)
+            image = x[:, : seen_rows * width].view(n, seen_rows, width, c).permute(0, 3, 1, 2).contiguous()
             params = model.network(model.scale_input(image), block_cond).float()  # (n, P, b, W)
-            params = params.permute(0, 2, 3, 1).contiguous().view(n, bottom * width, -1)  # (n, b*W, P), one copy
+            params = params.permute(0, 2, 3, 1).contiguous().view(n, seen_rows * width, -1)  # (n, b*W, P)
             new = x.clone()
-            seen, written = x[:, : bottom * width], new[:, : bottom * width]  # views: (n, b*W, C)
+            seen, written = x[:, : seen_rows * width], new[:, : seen_rows * width]  # views: (n, b*W, C)
             for channels, pixels, stacked, keep in batches:
                 current = _gather(seen, pixels)  # (n, S, C)
                 p, size = _gather(params, pixels).flatten(0, 1), current.shape[1]  # (n*S, P)
@@ -176,7 +178,7 @@ def fixed_point_sample(
                     written[:, :, list(channels)] = drawn
                 else:
                     written[:, pixels[:, None], torch.tensor(channels, device=device)] = drawn
-            iterations, work = iterations + 1, work + bottom / height
+            iterations, work = iterations + 1, work + seen_rows / height
             done = torch.equal(new, x)
             x = new
             if done:

@@ -25,6 +25,9 @@ SampleMethod = Literal["auto", "naive", "fast", "fixed_point"]
 
 class AutoregressiveModel(nn.Module):
     model_name: str = "?"  # set by @register
+    #: True when ``network`` on the first r rows of an image gives exactly the full pass's parameters there (raster-
+    #: causal, size-agnostic layers): the fixed-point sampler's row blocks then run on the rows so far only.
+    row_croppable: bool = False
 
     def __init__(self, image_shape: tuple[int, int, int], num_levels: int, head: str = "categorical"):
         super().__init__()

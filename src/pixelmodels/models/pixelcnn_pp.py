@@ -124,6 +124,8 @@ class PixelCNNPP(AutoregressiveModel):
         head: "dmol" (the paper) or "categorical" (a K-way softmax per sub-pixel).
     """
 
+    row_croppable = True  # stride-1 causal convolutions (and shifted resampling): rows below are never read
+
     def __init__(
         self,
         image_shape: tuple[int, int, int],

@@ -273,7 +273,7 @@ class SubscalePixelNetwork(AutoregressiveModel):
 
     @property
     def supports_fixed_point(self) -> bool:
-        return len(self.stages) == 1  # depth upscaling: each stage walks the order with its own head
+        return len(getattr(self, "stages", ())) <= 1  # depth upscaling: each stage walks the order with its own head
 
     def order(self) -> list[Step]:
         """The subscale order; with depth upscaling each stage walks it in turn (MSB image first)."""
