@@ -174,6 +174,10 @@ class StagedModel(AutoregressiveModel):
             self._order = first + self.rest_model.order()
         return self._order
 
+    @property
+    def supports_fixed_point(self) -> bool:
+        return False  # two stages, each with its own network: there is no one network over the whole order
+
     def network(self, inputs, cond=None):
         raise ValueError("a staged model has one network per stage: use log_prob or stage_log_probs (no log_prob_map)")
 
@@ -208,6 +212,8 @@ class StagedModel(AutoregressiveModel):
                progress=False) -> torch.Tensor:  # fmt: skip
         """See ``AutoregressiveModel.sample``: the first stage's image, then the rest given it. ``method``
         applies to both stages ("naive": the rest stage reruns its network per step)."""
+        if method == "fixed_point":
+            raise ValueError("fixed-point sampling needs one network over the whole order: use 'fast' or 'naive'")
         self._naive = method == "naive"
         try:
             return super().sample(n, cond, known, known_mask, temperature, generator, "fast", progress)
