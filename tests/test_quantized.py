@@ -71,6 +71,17 @@ def test_tables_normalized_and_decoder_sees_teacher_forced_tables(name, head):
     assert torch.allclose(q.bits(x), float_bits, rtol=1e-3)
 
 
+def test_dmol_with_fewer_components_stays_exact_and_close():
+    model, q, x = tiny_integer_model("gated_pixelcnn", "dmol", levels=64)
+    fast = quantize(model, x, components=3)
+    freqs = fast.frequencies(x)
+    assert (freqs.sum(-1) == 2**fast.precision).all() and freqs.min() >= 1
+    images, seen = decode_tables(fast, x)
+    assert torch.equal(images, x) and np.array_equal(seen[-1], freqs[:, 2, -1, -1].numpy())
+    assert not torch.equal(freqs, q.frequencies(x)) and fast.fingerprint != q.fingerprint
+    assert torch.allclose(fast.bits(x), q.bits(x), rtol=0.05)
+
+
 def test_class_conditional_gated_tables_follow_labels():
     model, q, x = tiny_integer_model("gated_pixelcnn", "categorical", num_classes=3)
     with torch.no_grad():  # make the labels matter
