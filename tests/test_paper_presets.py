@@ -85,3 +85,16 @@ def test_widths_say_what_hidden_channels_means(capsys):
     assert main(["models", "-v"]) == 0
     out = capsys.readouterr().out
     assert out.count("widths at the defaults") == 4 and "stacks (p) = 64" in out
+
+
+@pytest.mark.parametrize(
+    "name,kw", [("pixelcnn", dict(skip_connections=True)), ("gated_pixelcnn", dict(skip_connections=False))]
+)
+def test_integer_coding_refuses_layouts_it_does_not_follow(name, kw):
+    """The integer networks (pixelmodels.quantized) follow the default layouts; the paper options that change
+    the layout (PixelCNN skips, Gated PixelCNN without skips) get a clear error instead of a wrong network."""
+    from pixelmodels.quantized import quantize
+
+    model = pixelmodels.build(name, image_shape=(1, 4, 4), num_levels=4, hidden_channels=6, num_layers=1, **kw)
+    with pytest.raises(ValueError, match="skip_connections"):
+        quantize(model, torch.randint(4, (8, 1, 4, 4)))

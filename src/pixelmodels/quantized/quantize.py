@@ -50,6 +50,10 @@ def quantize(
             f"integer coding supports {', '.join(sorted(SUPPORTED))}; not {name!r} (see "
             "pixelmodels.quantized for what the others need)"
         )
+    # the integer networks follow the default layouts: gated_pixelcnn with skip outputs, pixelcnn without
+    wants_skips = name == "gated_pixelcnn"
+    if getattr(model, "skip_connections", wants_skips) != wants_skips:
+        raise ValueError(f"integer {name} models need skip_connections={wants_skips}")
     if not 2 <= weight_bits <= 24 or not 4 <= act_bits <= 24:
         raise ValueError(f"weight_bits must be in [2, 24] and act_bits in [4, 24], got {weight_bits}, {act_bits}")
     if not model.num_levels + 1 < 2**precision <= 2**30:
