@@ -219,11 +219,11 @@ def test_paper_presets_take_a_step(name, tmp_path, shared_data_dir):
     from pixelmodels.data import dataset_info
 
     config = apply_overrides(get_preset(name), [f"data.data_dir={shared_data_dir}", "train.device=cpu"])
-    if dataset_info(config.data.dataset, data_dir=shared_data_dir)["files_present"] is False:
+    if dataset_info(config.data.dataset, data_dir=shared_data_dir, **config.data.options)["files_present"] is False:
         pytest.skip(f"{config.data.dataset} files not in {shared_data_dir}")
     run = train(config, tmp_path / "run", stop_after=1)
     meta, _ = ckpt.read_checkpoint(run, "last")
-    assert meta["step"] == 1 and meta["model"]["num_layers"] == config.model.hparams["num_layers"]
+    assert meta["step"] == 1 and meta["model"].get("num_layers") == config.model.hparams.get("num_layers")
 
 
 def test_tensorboard_events_when_installed(tmp_path, monkeypatch):

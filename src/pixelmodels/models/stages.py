@@ -29,11 +29,13 @@ Deviations from the paper: the stage models' recipe and sizes are ours; no class
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixelmodels.heads import build_head
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.models.spn import SubscaleNetwork
+from pixelmodels.nn.subscale import from_slices, to_slices
 from pixelmodels.ordering import Step
 from pixelmodels.registry import build, register
 
@@ -70,6 +72,15 @@ class ConditionalSPN(nn.Module):
     def log_prob_given(self, x: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
         """Exact log p(rest of x | given), (B,); x (B, C, H, W) in [0, num_levels) (slice 0 = the given slice)."""
         return self.core.log_prob_slices(self.head, x, _scale(x, self.num_levels), self._given(given)).sum(1)
+
+    def log_prob_map_given(self, x: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+        """log p of every modelled sub-pixel (B, C, H, W), zero on a given first slice; sums to ``log_prob_given``."""
+        core = self.core
+        params = core(_scale(x, self.num_levels), self._given(given))  # (B, n, P, h, w)
+        b, n = params.shape[:2]
+        xs = to_slices(x, core.scale)[:, core.first_slice :]  # (B, n, C, h, w)
+        logp = self.head.log_prob(params.flatten(0, 1).float(), xs.flatten(0, 1)).view(b, n, *xs.shape[2:])
+        return from_slices(F.pad(logp, (0, 0, 0, 0, 0, 0, core.first_slice, 0)), core.scale)  # (B, C, H, W)
 
     def estimate_log_prob_given(self, x, given, generator=None) -> torch.Tensor:
         inputs = _scale(x, self.num_levels)
@@ -186,6 +197,21 @@ class StagedModel(AutoregressiveModel):
 
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return sum(self.stage_log_probs(x, cond).values())
+
+    def log_prob_map(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sub-pixel log-probabilities (B, C, H, W) summing to ``log_prob``: each sub-pixel's first-stage term
+        (size: at slice 0; depth: its MSBs) plus its rest-stage term (``explain.nll_map`` uses it)."""
+        self.check_images(x)
+        first, rest, given = self.views(x)
+        if hasattr(self.first_model, "log_prob_map"):
+            first_map = self.first_model.log_prob_map(first)
+        else:
+            first_map = self.first_model.head.log_prob(self.first_model(first).float(), first)
+        out = self.rest_model.log_prob_map_given(rest, given)
+        if self.split == "size":
+            out[:, :, :: self.factor, :: self.factor] += first_map
+            return out
+        return out + first_map
 
     def estimate_log_prob(self, x, cond=None, generator=None) -> torch.Tensor:
         """Unbiased estimate of the terms ``train_stage`` selects (each stage on its own training slices)."""
