@@ -148,6 +148,8 @@ class StagedModel(AutoregressiveModel):
                 raise ValueError(f"split='depth' with factor={factor} needs num_levels = 2^b, b > {factor}")
             first_shape, first_levels = self.image_shape, 1 << self.factor
             rest_levels, given_levels = self.num_levels >> self.factor, first_levels
+        if "name" not in self.first:
+            raise ValueError(f"first must name a registered model, e.g. {{'name': 'spn', ...}}; got {self.first}")
         first_hparams = {k: v for k, v in self.first.items() if k != "name"}
         self.first_model = build(self.first["name"], first_shape, first_levels, **first_hparams)
         self.rest_model = CONDITIONAL[self.rest["name"]](
