@@ -187,6 +187,10 @@ class StagedModel(AutoregressiveModel):
             self._order = first + self.rest_model.order()
         return self._order
 
+    @property
+    def supports_fixed_point(self) -> bool:
+        return False  # each stage walks its own order with its own head: no single network to iterate
+
     def network(self, inputs, cond=None):
         raise ValueError("a staged model has one network per stage: use log_prob or stage_log_probs")
 
@@ -236,6 +240,8 @@ class StagedModel(AutoregressiveModel):
                progress=False) -> torch.Tensor:  # fmt: skip
         """See ``AutoregressiveModel.sample``: the first stage's image, then the rest given it. ``method``
         applies to both stages ("naive": the rest stage reruns its network per step)."""
+        if method == "fixed_point":  # refused by the base class with a clear message
+            return super().sample(n, cond, known, known_mask, temperature, generator, method, progress)
         self._naive = method == "naive"
         try:
             return super().sample(n, cond, known, known_mask, temperature, generator, "fast", progress)
