@@ -336,7 +336,15 @@ def test_cli_trains_stages_and_composes_them(tmp_path, capsys):
         assert torch.equal(tensor, source.state_dict()[name]), name
     # a second compose into the same folder is refused (nothing overwritten), and mismatched runs are refused
     assert main(["compose", str(runs["first"]), str(runs["rest"]), "--out", str(tmp_path / "both")]) == 2
-    assert "exists" in capsys.readouterr().err
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["compose", str(runs["first"]), str(runs["rest"]), "--out", str(tmp_path / "both"), "--overwrite",
+                 "--split", "none"]) == 0  # fmt: skip
+    assert load_checkpoint(tmp_path / "both").train_stage == "all"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep")
+    other = ["compose", str(runs["first"]), str(runs["rest"]), "--out", str(tmp_path / "other"), "--overwrite"]
+    assert main(other) == 2
+    assert (tmp_path / "other" / "notes.txt").read_text() == "keep"  # not a run: never replaced
     assert main(["compose", str(runs["rest"]), str(runs["first"]), "--out", str(tmp_path / "swap")]) == 2
     assert "trained stage" in capsys.readouterr().err
 

@@ -224,7 +224,7 @@ def test_paper_presets_take_a_step(name, tmp_path, shared_data_dir):
     if config.data.dataset == "folder" and "path" not in config.data.options:
         # (without a path the folder loader finds some images, and a GPU-size model's step runs out of memory)
         pytest.skip("a folder preset needs data.options.path (its images are not on this machine)")
-    if dataset_info(config.data.dataset, data_dir=shared_data_dir)["files_present"] is False:
+    if dataset_info(config.data.dataset, data_dir=shared_data_dir, **config.data.options)["files_present"] is False:
         pytest.skip(f"{config.data.dataset} files not in {shared_data_dir}")
     run = train(config, tmp_path / "run", stop_after=1)
     meta, _ = ckpt.read_checkpoint(run, "last")

@@ -295,10 +295,6 @@ class SubscalePixelNetwork(AutoregressiveModel):
             recompute=recompute,
         )  # fmt: skip
 
-    @property
-    def supports_fixed_point(self) -> bool:
-        return len(getattr(self, "stages", ())) <= 1  # depth upscaling: each stage walks the order with its own head
-
     def order(self) -> list[Step]:
         """The subscale order (Figure 3)."""
         if self._order is None:

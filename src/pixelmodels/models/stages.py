@@ -29,11 +29,13 @@ Deviations from the paper: the stage models' recipe and sizes are ours; no class
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixelmodels.heads import build_head
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.models.spn import SubscaleNetwork
+from pixelmodels.nn.subscale import from_slices, to_slices
 from pixelmodels.ordering import Step
 from pixelmodels.registry import build, register
 
@@ -70,6 +72,15 @@ class ConditionalSPN(nn.Module):
     def log_prob_given(self, x: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
         """Exact log p(rest of x | given), (B,); x (B, C, H, W) in [0, num_levels) (slice 0 = the given slice)."""
         return self.core.log_prob_slices(self.head, x, _scale(x, self.num_levels), self._given(given)).sum(1)
+
+    def log_prob_map_given(self, x: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+        """log p of every modelled sub-pixel (B, C, H, W), zero on a given first slice; sums to ``log_prob_given``."""
+        core = self.core
+        params = core(_scale(x, self.num_levels), self._given(given))  # (B, n, P, h, w)
+        b, n = params.shape[:2]
+        xs = to_slices(x, core.scale)[:, core.first_slice :]  # (B, n, C, h, w)
+        logp = self.head.log_prob(params.flatten(0, 1).float(), xs.flatten(0, 1)).view(b, n, *xs.shape[2:])
+        return from_slices(F.pad(logp, (0, 0, 0, 0, 0, 0, core.first_slice, 0)), core.scale)  # (B, C, H, W)
 
     def estimate_log_prob_given(self, x, given, generator=None) -> torch.Tensor:
         inputs = _scale(x, self.num_levels)
@@ -137,6 +148,8 @@ class StagedModel(AutoregressiveModel):
                 raise ValueError(f"split='depth' with factor={factor} needs num_levels = 2^b, b > {factor}")
             first_shape, first_levels = self.image_shape, 1 << self.factor
             rest_levels, given_levels = self.num_levels >> self.factor, first_levels
+        if "name" not in self.first:
+            raise ValueError(f"first must name a registered model, e.g. {{'name': 'spn', ...}}; got {self.first}")
         first_hparams = {k: v for k, v in self.first.items() if k != "name"}
         self.first_model = build(self.first["name"], first_shape, first_levels, **first_hparams)
         self.rest_model = CONDITIONAL[self.rest["name"]](
@@ -176,10 +189,10 @@ class StagedModel(AutoregressiveModel):
 
     @property
     def supports_fixed_point(self) -> bool:
-        return False  # two stages, each with its own network: there is no one network over the whole order
+        return False  # each stage walks its own order with its own head: no single network to iterate
 
     def network(self, inputs, cond=None):
-        raise ValueError("a staged model has one network per stage: use log_prob or stage_log_probs (no log_prob_map)")
+        raise ValueError("a staged model has one network per stage: use log_prob or stage_log_probs")
 
     def stage_log_probs(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Exact log-likelihood of each stage, (B,) each: {"first": log p(v), "rest": log p(rest | v)}."""
@@ -190,6 +203,21 @@ class StagedModel(AutoregressiveModel):
 
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return sum(self.stage_log_probs(x, cond).values())
+
+    def log_prob_map(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sub-pixel log-probabilities (B, C, H, W) summing to ``log_prob``: each sub-pixel's first-stage term
+        (size: at slice 0; depth: its MSBs) plus its rest-stage term (``explain.nll_map`` uses it)."""
+        self.check_images(x)
+        first, rest, given = self.views(x)
+        if hasattr(self.first_model, "log_prob_map"):
+            first_map = self.first_model.log_prob_map(first)
+        else:
+            first_map = self.first_model.head.log_prob(self.first_model(first).float(), first)
+        out = self.rest_model.log_prob_map_given(rest, given)
+        if self.split == "size":
+            out[:, :, :: self.factor, :: self.factor] += first_map
+            return out
+        return out + first_map
 
     def estimate_log_prob(self, x, cond=None, generator=None) -> torch.Tensor:
         """Unbiased estimate of the terms ``train_stage`` selects (each stage on its own training slices)."""
@@ -212,8 +240,8 @@ class StagedModel(AutoregressiveModel):
                progress=False) -> torch.Tensor:  # fmt: skip
         """See ``AutoregressiveModel.sample``: the first stage's image, then the rest given it. ``method``
         applies to both stages ("naive": the rest stage reruns its network per step)."""
-        if method == "fixed_point":
-            raise ValueError("fixed-point sampling needs one network over the whole order: use 'fast' or 'naive'")
+        if method == "fixed_point":  # refused by the base class with a clear message
+            return super().sample(n, cond, known, known_mask, temperature, generator, method, progress)
         self._naive = method == "naive"
         try:
             return super().sample(n, cond, known, known_mask, temperature, generator, "fast", progress)

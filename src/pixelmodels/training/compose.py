@@ -20,6 +20,7 @@ import torch
 
 from pixelmodels.registry import build
 from pixelmodels.training import checkpoint as ckpt
+from pixelmodels.training import rundir
 
 _PARTS = {"first": "first_model.", "rest": "rest_model."}
 
@@ -35,8 +36,7 @@ def _stage_config(meta: dict, source: str) -> dict:
 def compose_runs(first_run: str | Path, rest_run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Compose the first stage of ``first_run`` with the rest stage of ``rest_run`` into the run ``out``."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    replace = rundir.check_run_dir(out, resume=False, overwrite=overwrite)  # the trainer's rules for --out
     meta_a, tensors_a = ckpt.read_checkpoint(first_run, "best")
     meta_b, tensors_b = ckpt.read_checkpoint(rest_run, "best")
     config_a, config_b = _stage_config(meta_a, str(first_run)), _stage_config(meta_b, str(rest_run))
@@ -67,9 +67,18 @@ def compose_runs(first_run: str | Path, rest_run: str | Path, out: str | Path, o
                 run_config=run_config, state=state,
             )  # fmt: skip
         ckpt.atomic_write_text(staging / "config.json", json.dumps(run_config, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.move(str(staging), str(out))
+        rundir.write_marker(staging)
+        old = rundir.ReplacedRun()
+        if replace:
+            old.move_aside(out)  # kept until the new run is in place
+        elif out.exists():
+            out.rmdir()  # an empty folder
+        try:
+            shutil.move(str(staging), str(out))
+        except BaseException:
+            old.restore()
+            raise
+        old.discard()
     return out
 
 

@@ -337,7 +337,8 @@ PRESETS: dict[str, Preset] = {
                           "rest": {"name": "spn", **_SPN_BIG}},  # its 15 other 64x64 slices
                 "rest": {"name": "spn", **_SPN_BIG, "scale": 4},  # the 2 low bits given every MSB
             }},
-            "data": {"dataset": "folder", "num_levels": 32, "options": {"size": 256, "channels": 3},
+            "data": {"dataset": "folder", "num_levels": 32,
+                     "options": {"path": "celeba_hq", "size": 256, "channels": 3},  # a folder under the data dir
                      "batch_size": 16, "max_eval_images": 500},
             "optim": _SPN_OPTIM,
             "train": _SPN_TRAIN,
@@ -352,8 +353,8 @@ PRESETS: dict[str, Preset] = {
                     "first": {"name": "spn", **_SPN_BIG, "scale": scale},
                     "rest": {"name": "spn", **_SPN_BIG, "scale": scale},
                 }},
-                "data": {"dataset": "folder", "options": {"size": size, "channels": 3}, "batch_size": 32,
-                         "max_eval_images": 1000},
+                "data": {"dataset": "folder", "options": {"path": f"imagenet{size}", "size": size, "channels": 3},
+                         "batch_size": 32, "max_eval_images": 1000},
                 "optim": _SPN_OPTIM,
                 "train": _SPN_TRAIN,
             },
