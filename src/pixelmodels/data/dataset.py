@@ -35,6 +35,8 @@ class ImageDataset(Dataset):
         num_classes: number of classes, or ``None`` without labels.
         class_names: names of the classes where the source gives them, else ``None``.
         name, split: where the data came from.
+        random_crops: ``None``, or a :class:`~pixelmodels.data.photographs.RandomCrops` whose ``batch(idx, epoch,
+            seed)`` the trainer uses instead of ``images[idx]`` (``images`` then holds the grid patches).
 
     ``dataset[i]`` is ``(image, label)``: a uint8 ``(C, H, W)`` tensor and an ``int``; the label is ``-1`` when the
     data set has no labels (a ``DataLoader`` can then still collate batches).
@@ -50,6 +52,7 @@ class ImageDataset(Dataset):
         split: str,
         num_classes: int | None = None,
         class_names: list[str] | None = None,
+        random_crops=None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
@@ -67,6 +70,7 @@ class ImageDataset(Dataset):
         self.class_names = class_names
         self.name = name
         self.split = split
+        self.random_crops = random_crops  # photographs with crop="random": fresh training crops per epoch
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -217,6 +221,8 @@ def load_dataset(
     root = resolve_data_dir(data_dir)
     pieces = [spec.loader(part, root, **opts) for part in parts]
     ds = pieces[0]
+    if len(pieces) > 1 and any(p.random_crops is not None for p in pieces):
+        raise ValueError(f"{name}: crop='random' needs a single split, got {split!r}")
     if len(pieces) > 1:
         labels = None if any(p.labels is None for p in pieces) else torch.cat([p.labels for p in pieces])
         ds = ImageDataset(
@@ -237,6 +243,7 @@ def load_dataset(
             split=split,
             num_classes=ds.num_classes,
             class_names=ds.class_names,
+            random_crops=None if ds.random_crops is None else ds.random_crops.quantized(num_levels),
         )
     log.info("loaded %r", ds)
     return ds

@@ -302,3 +302,56 @@ def get_preset(name: str) -> RunConfig:
         d[section].update(values)
     d["preset"] = name
     return RunConfig.from_dict(d)
+
+
+# ----- photographs (issue 19): CPU presets on 32x32 random crops of the Wikimedia photographs -----------------
+# Sized for about one CPU-hour on one thread of the shared 2-core machine: steps = 3500 s / (measured median
+# s/step at batch 16, one thread, load average ~3). Random crops (fresh per epoch, from the run's seed) use every
+# crop position; validation scores 256 evenly spaced valid patches (a few seconds), the test split at the end.
+# Evaluate on Kodak afterwards (`pixelmodels evaluate RUN --dataset kodak`, or `--images kodak` for whole
+# images); nothing trains or is tuned on Kodak.
+_PHOTOGRAPHS_DATA = {
+    "dataset": "photographs",
+    "options": {"size": 32, "crop": "random"},
+    "batch_size": 16,
+    "eval_batch_size": 64,
+    "max_eval_images": 256,
+    "max_test_images": 1024,
+}
+
+
+def _photographs_preset(description: str, model: dict, steps: int, lr: float = 2e-3) -> Preset:
+    return Preset(
+        description,
+        {
+            "model": model,
+            "data": copy.deepcopy(_PHOTOGRAPHS_DATA),
+            "optim": {"lr": lr, "warmup_steps": 200, "schedule": "cosine", "ema_decay": 0.999},
+            "train": {
+                "steps": steps,
+                "log_every": 50,
+                "eval_every": 500,
+                "sample_every": 0,
+                "checkpoint_every": 250,
+                "num_samples": 16,
+                "num_threads": 1,
+            },
+        },
+    )
+
+
+PRESETS.update(
+    {
+        # The shipped photograph model (the codec's, quantized by pixelmodels.quantized). 130k parameters:
+        # h=32, 6 layers of 3x3 gated blocks, DMoL head (10 logistics): 0.58 s/step at batch 16 measured
+        # (h=32 with 5x5 kernels, 235k parameters: 0.58-0.82 s/step; kept small for decoding speed).
+        "gated_pixelcnn-photographs": _photographs_preset(
+            "Gated PixelCNN + DMoL on 32x32 photograph crops: ~1 CPU-hour on one thread (the shipped photo model)",
+            {
+                "name": "gated_pixelcnn",
+                "hparams": {"hidden_channels": 32, "num_layers": 6, "kernel_size": 3, "head": "dmol"},
+            },
+            6000,
+        ),
+    }
+)
