@@ -126,7 +126,7 @@ def missing_files_error(name: str, files: list[str], directory: Path, url: str |
     """The one-line error for absent data files: which files, where to put them, where to get them."""
     msg = f"{name}: missing {', '.join(files)}; put them in {directory}"
     if url:
-        msg += f" (download from {url}, or pass download=True)"
+        msg += f" (download from {url}: `pixelmodels download {name}`, or download=True in Python)"
     return FileNotFoundError(msg)
 
 
@@ -271,3 +271,27 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None, **options
         "files_present": present,
         "url": spec.url,
     }
+
+
+def download_dataset(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """Fetch a data set's files from its official URL into the data directory, checking their SHA-256 (files
+    already there with the right checksum are kept), then load every split once to check it; returns a one-line
+    summary. Sets without a download (files you provide, or shipped with scikit-learn) raise a ValueError that
+    says where their files go, except the scikit-learn ones, which need nothing."""
+    spec = get_spec(name)
+    root = resolve_data_dir(data_dir)
+    if "download" not in spec.options:
+        files, directory, present = spec.files(root, dict(spec.options)) if spec.files else ([], root, None)
+        if name in ("digits", "photos"):
+            return f"{name}: ships with scikit-learn; nothing to download"
+        where = f"put {', '.join(files)} in {directory}" if files else "pass its files as options"
+        state = " (present)" if present else ""
+        raise ValueError(f"{name} has no official download; {where}{state} (see docs/data.md)")
+    sizes = {}
+    for split in SPLITS:
+        try:
+            sizes[split] = len(spec.loader(split, root, **{**spec.options, "download": True}))
+        except OSError as err:  # the network: one line naming the URL (FileNotFoundError is an OSError too)
+            raise ValueError(str(err).splitlines()[0]) from None
+    counts = "/".join(str(n) for n in sizes.values())
+    return f"{name}: files verified in {get_spec(name).files(root, {})[1]}; train/valid/test = {counts}"

@@ -305,11 +305,11 @@ def get_preset(name: str) -> RunConfig:
 
 
 # ----- photographs (issue 19): CPU presets on 32x32 random crops of the Wikimedia photographs -----------------
-# Sized for about one CPU-hour on one thread of the shared 2-core machine: steps ~ 3600 s / (s/step at batch 16,
-# one thread, measured in the first 50 steps of a real run while the machine was busy, load average ~5). Random crops (fresh per epoch, from the run's seed) use every
-# crop position; validation scores 256 evenly spaced valid patches (a few seconds), the test split at the end.
-# Evaluate on Kodak afterwards (`pixelmodels evaluate RUN --dataset kodak`, or `--images kodak` for whole
-# images); nothing trains or is tuned on Kodak.
+# Each is sized for about one CPU-hour on one thread of the shared 2-core machine: steps ~ 3600 s / (s/step at
+# batch 16, one thread), the s/step named in each entry. Random crops (fresh per epoch, from the run's seed) use
+# every crop position; validation scores 256 evenly spaced valid patches (a few seconds), the test split
+# (1024 evenly spaced patches) at the end. Evaluate on Kodak afterwards: `pixelmodels evaluate RUN --dataset
+# kodak` (patches) or `--images kodak` (whole images). Nothing trains or is tuned on Kodak.
 _PHOTOGRAPHS_DATA = {
     "dataset": "photographs",
     "options": {"size": 32, "crop": "random"},
