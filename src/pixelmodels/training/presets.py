@@ -354,5 +354,48 @@ PRESETS.update(
             },
             4000,
         ),
+        # Step counts below: 3600 s / the s/step that `python -m benchmarks.photographs --quick` measured for
+        # the preset's model (batch 16, one thread; the table in docs/benchmarks.md gives it with the load).
+        "pixelcnn-photographs": _photographs_preset(
+            "PixelCNN (256-way softmax) on 32x32 photograph crops: ~1 CPU-hour on one thread",
+            {"name": "pixelcnn", "hparams": {"hidden_channels": 32, "num_layers": 5}},
+            6000,
+        ),
+        "pixelcnn_dmol-photographs": _photographs_preset(
+            "PixelCNN + DMoL head on 32x32 photograph crops: ~1 CPU-hour on one thread",
+            {"name": "pixelcnn", "hparams": {"hidden_channels": 32, "num_layers": 5, "head": "dmol"}},
+            8000,
+        ),
+        "row_lstm-photographs": _photographs_preset(
+            "Row LSTM on 32x32 photograph crops: ~1 CPU-hour on one thread",
+            {"name": "row_lstm", "hparams": {"hidden_channels": 32, "num_layers": 3}},
+            4000,
+        ),
+        "diagonal_bilstm-photographs": _photographs_preset(
+            "Diagonal BiLSTM on 32x32 photograph crops: ~1 CPU-hour on one thread",
+            {"name": "diagonal_bilstm", "hparams": {"hidden_channels": 32, "num_layers": 2}},
+            2500,
+        ),
+        # dropout 0: one CPU-hour is far from overfitting 40 photographs' crops.
+        "pixelcnn_pp-photographs": _photographs_preset(
+            "PixelCNN++ (F=32, DMoL) on 32x32 photograph crops: ~1 CPU-hour on one thread",
+            {
+                "name": "pixelcnn_pp",
+                "hparams": {
+                    "hidden_channels": 32,
+                    "num_layers": 2,
+                    "num_resolutions": 3,
+                    "num_mixtures": 10,
+                    "dropout": 0.0,
+                },
+            },  # fmt: skip
+            3000,
+        ),
+        # S=2: four 16x16 slices per crop; the trainer optimises one random slice per image (train_slices=1).
+        "spn-photographs": _photographs_preset(
+            "Subscale Pixel Network (S=2) on 32x32 photograph crops: ~1 CPU-hour on one thread",
+            {"name": "spn", "hparams": {"scale": 2, "hidden_channels": 32, "num_layers": 3, "context_layers": 2}},
+            8000,
+        ),
     }
 )
