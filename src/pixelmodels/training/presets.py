@@ -310,6 +310,8 @@ def get_preset(name: str) -> RunConfig:
 # every crop position; validation scores 256 evenly spaced valid patches (a few seconds), the test split
 # (1024 evenly spaced patches) at the end. Evaluate on Kodak afterwards: `pixelmodels evaluate RUN --dataset
 # kodak` (patches) or `--images kodak` (whole images). Nothing trains or is tuned on Kodak.
+# The paper-sized CIFAR-10 presets above run offline on these photographs with
+# `--set data.dataset=photographs --set data.options.crop=random` (docs/data.md).
 _PHOTOGRAPHS_DATA = {
     "dataset": "photographs",
     "options": {"size": 32, "crop": "random"},
