@@ -115,8 +115,15 @@ def dmol_num_params(num_channels: int, num_mixtures: int) -> int:
 
 
 def log1mexp(a: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(-a)) for a > 0, accurate for small and large a (Maechler 2012, "Accurately computing ...")."""
-    return torch.where(a < math.log(2.0), torch.log(-torch.expm1(-a)), torch.log1p(-torch.exp(-a)))
+    """log(1 - exp(-a)) for a > 0, accurate for small and large a (Maechler 2012, "Accurately computing ...").
+
+    Each branch of the ``where`` gets only inputs where it is finite: ``torch.where`` multiplies the gradient of
+    the branch it does not pick by 0, and 0 * inf (``log1p(-exp(-a))`` at a ~ 1e-8) would be NaN.
+    """
+    small = a < math.log(2.0)
+    a_small = torch.where(small, a, torch.ones_like(a))
+    a_large = torch.where(small, torch.ones_like(a), a)
+    return torch.where(small, torch.log(-torch.expm1(-a_small)), torch.log1p(-torch.exp(-a_large)))
 
 
 class DiscretizedMixLogisticHead(Head):
@@ -197,7 +204,9 @@ class DiscretizedMixLogisticHead(Head):
         # tails, where the subtraction cancels), switches to the density at the bin centre times the bin width.
         # The log-space identity stays exact in the tails; only a bin narrower than the smallest float in logistic
         # units (log-scale > ~80) still needs that fallback, and there the density is flat across the bin.
-        bin_width = plus_in - min_in  # = 2/(K-1)/s > 0
+        # 2/(K-1)/s directly, not plus_in - min_in: with a mean far from the bin and a large scale, the gradient of
+        # that difference is inf - inf (K=2 drifts there: its likelihood depends only on mean/s).
+        bin_width = inv_scale * (2.0 * half_width)
         tiny = torch.finfo(bin_width.dtype).tiny
         log_delta = log_cdf_plus + log_one_minus_cdf_min + log1mexp(bin_width.clamp(min=tiny))
         mid_in = inv_scale * centred
