@@ -167,9 +167,11 @@ def main(argv: list[str] | None = None) -> None:
             whole = r["kodak_whole"]["bits_per_dim"] if r["kodak_whole"] else r["kodak_whole_refused"]
             print(f"{label}: {r['steps']} steps, Kodak patches {r['kodak_patches']['bits_per_dim']:.3f}, "
                   f"whole {whole}", flush=True)  # fmt: skip
-    data = {"mode": "quick" if args.quick else "full", "budget_s": args.budget, "threads": 1,
-            "load_average_before": load_before, "load_average_after": os.getloadavg(), "results": rows}  # fmt: skip
-    print(save_result(name, data, plot(rows)))
+            data = {"mode": "quick" if args.quick else "full", "budget_s": args.budget, "threads": 1,
+                    "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                    "results": rows}  # fmt: skip
+            path = save_result(name, data, plot(rows))  # after every model: a long run keeps what it measured
+    print(path)
 
 
 if __name__ == "__main__":
