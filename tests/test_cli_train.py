@@ -131,3 +131,13 @@ def test_corrupt_checkpoint_is_one_line(paused_run, tmp_path, capsys):
         assert code != 0 and len(err.strip().splitlines()) == 1 and "corrupt checkpoint" in err
     code, _, err = run(capsys, "train", "--out", run_dir, "--resume")
     assert code != 0 and "corrupt checkpoint" in err
+
+
+def test_sample_fixed_point_method_draws_the_naive_images(paused_run, tmp_path, capsys):
+    grids = []
+    for method in ("naive", "fixed_point"):
+        path = tmp_path / f"{method}.png"
+        code, _, _ = run(capsys, "sample", paused_run, "-n", 2, "--seed", 4, "--method", method, "--out", path)
+        assert code == 0
+        grids.append(np.asarray(Image.open(path)))
+    assert np.array_equal(grids[0], grids[1])

@@ -444,7 +444,13 @@ def add_training_commands(sub) -> None:
             "--temperature", type=float_range(0.0, low_inclusive=False), default=1.0,
             help="divides the logits; < 1 is more conservative (default 1)",
         )  # fmt: skip
-        p.add_argument("--method", choices=["auto", "naive", "fast"], default="auto", help="sampler (auto)")
+        p.add_argument(
+            "--method",
+            choices=["auto", "naive", "fast", "fixed_point"],
+            default="auto",
+            help="sampler: naive (full network per step), fast (cached), fixed_point (parallel Jacobi iterations, "
+            "same images as naive); auto: fast when the model has one (default)",
+        )
 
     p = sub.add_parser("sample", help="draw samples from a run into a PNG grid", description="Draw samples.")
     run_options(p)
