@@ -3,13 +3,10 @@ HTTP server on 127.0.0.1 that serves a good file and a corrupted one; no outside
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,34 +14,6 @@ import pytest
 
 from pixelmodels.data import load_dataset
 from pixelmodels.data.download import ChecksumError, fetch
-
-SERVER_LIFETIME_S = 120  # the server shuts itself down after this, even if a test hangs
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """(base URL, served folder): a threaded HTTP server on 127.0.0.1, stopped after the test or after a bound."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    stopper = threading.Timer(SERVER_LIFETIME_S, httpd.shutdown)
-    stopper.daemon = True
-    stopper.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/", root
-    finally:
-        stopper.cancel()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
 
 
 def _sha(data: bytes) -> str:

@@ -94,6 +94,14 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from pixelmodels.data import download_dataset
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per file fetched
+    print(download_dataset(args.name, args.data_dir))
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from pixelmodels.data import available_datasets, dataset_info
 
@@ -129,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", help="data directory (default: $PIXELMODELS_DATA, else ~/.cache/pixelmodels)")
     p.set_defaults(func=cmd_datasets)
+    p = sub.add_parser(
+        "download",
+        help="fetch a data set from its official URL",
+        description="Fetch mnist, binarized_mnist or cifar10 from its official URL into the data directory, "
+        "checking every file's SHA-256 (a file that fails is deleted, nothing partial is left), then load each "
+        "split once. photographs, kodak, folder and npz have no official download: it says where their files go.",
+    )
+    p.add_argument("name", help="data set name (see `pixelmodels datasets`)")
+    p.add_argument("--data-dir", help="data directory (default: $PIXELMODELS_DATA, else ~/.cache/pixelmodels)")
+    p.set_defaults(func=cmd_download)
     add_training_commands(sub)
     p = sub.add_parser(
         "compress",
@@ -199,6 +217,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stage is not None:  # a staged model (models/stages.py): train one stage; join them with `compose`
         overrides.append(f"model.train_stage={args.stage}")
     config = apply_overrides(config, overrides)
+    if args.download:  # fetch (and verify) the data before anything else is done
+        from pixelmodels.data import download_dataset
+
+        print(download_dataset(config.data.dataset, config.data.data_dir), file=sys.stderr)
     try:
         run_dir = train(
             config, args.out, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after, progress=None
@@ -249,21 +271,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = ckpt.model_from_checkpoint(meta, tensors, args.weights, str(args.run)).to(args.device)
     d = RunConfig.from_dict(meta["config"]).data
     data_dir = args.data_dir if args.data_dir is not None else d.data_dir
-    dataset = load_dataset(d.dataset, args.split, data_dir=data_dir, num_levels=d.num_levels, **d.options)
+    if args.images:
+        return _evaluate_images(args, model, meta, data_dir)
+    name, options = d.dataset, d.options
+    if args.dataset is not None:  # another data set of the same kind, e.g. kodak patches for a photographs run
+        from pixelmodels.data import dataset_info
+
+        accepted = dataset_info(args.dataset, data_dir)["options"]
+        name, options = args.dataset, {k: v for k, v in d.options.items() if k in accepted and k != "download"}
+    dataset = load_dataset(name, args.split, data_dir=data_dir, num_levels=d.num_levels, **options)
     if dataset.image_shape != model.image_shape or dataset.num_levels != model.num_levels:
         raise ValueError(
-            f"{d.dataset}/{args.split} has images {dataset.image_shape} with {dataset.num_levels} levels; "
+            f"{name}/{args.split} has images {dataset.image_shape} with {dataset.num_levels} levels; "
             f"the model takes {model.image_shape} with {model.num_levels}"
         )
     result = dataset_nll(model, dataset.images, dataset.labels, args.batch_size, progress=sys.stderr.isatty())
     if not math.isfinite(result.bits_per_dim):
         raise NonFiniteLossError(
             f"the {args.checkpoint} checkpoint of {args.run} gives a non-finite NLL ({result.bits_per_dim}) on "
-            f"{d.dataset}/{args.split}: its weights are not usable"
+            f"{name}/{args.split}: its weights are not usable"
         )
-    out = {**result.to_dict(), "split": args.split, "dataset": d.dataset, "step": meta["step"],
+    out = {**result.to_dict(), "split": args.split, "dataset": name, "step": meta["step"],
            "checkpoint": args.checkpoint, "weights": args.weights}  # fmt: skip
     print(json.dumps(out, allow_nan=False))
+    return 0
+
+
+def _evaluate_images(args: argparse.Namespace, model, meta: dict, data_dir) -> int:
+    """``evaluate --images``: exact bits per sub-pixel over whole images (a named set's split, or files)."""
+    from pixelmodels.data import dataset_images, load_images, quantize
+    from pixelmodels.evaluate import images_nll
+
+    if len(args.images) == 1 and args.images[0] in ("kodak", "photographs"):
+        source = f"{args.images[0]}/{args.split}"
+        images = dataset_images(args.images[0], args.split, data_dir)
+    else:
+        source, images = "files", load_images(args.images)
+    if model.image_shape[0] != 3:
+        raise ValueError(f"whole images are RGB; the model in {args.run} takes {model.image_shape[0]} channel(s)")
+    images = [quantize(x[None], 256, model.num_levels)[0] for x in images]
+    result = images_nll(model, images, args.band_rows, progress=sys.stderr.isatty())
+    out = {**result.to_dict(), "images": source, "step": meta["step"], "checkpoint": args.checkpoint,
+           "weights": args.weights}  # fmt: skip
+    print(json.dumps(out))
     return 0
 
 
@@ -366,6 +416,10 @@ def add_training_commands(sub) -> None:
     p.add_argument(
         "--stop-after", type=positive_int, metavar="STEP", help="pause at this step (checkpoint saved); resume later"
     )
+    p.add_argument(
+        "--download", action="store_true",
+        help="first fetch the data set from its official URL (mnist, binarized_mnist, cifar10; SHA-256 checked)",
+    )  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true", help="log progress lines")
     p.add_argument(
         "--stage", choices=["first", "rest"],
@@ -399,6 +453,13 @@ def add_training_commands(sub) -> None:
     )  # fmt: skip
     run_options(p)
     p.add_argument("--split", default="test", help="train, valid or test (default test)")
+    p.add_argument("--dataset", help="score another data set with the run's options, e.g. kodak (patches)")
+    p.add_argument(
+        "--images", nargs="+", metavar="IMAGE",
+        help="score whole images instead of patches: 'kodak', 'photographs' (its --split) or image files; "
+        "prints bits_per_dim over all sub-pixels (models whose weights depend on the image size are refused)",
+    )  # fmt: skip
+    p.add_argument("--band-rows", type=positive_int, help="rows per band for --images (default: ~65k pixels a band)")
     p.add_argument("--data-dir", help="where the data files are (default: the run's, else $PIXELMODELS_DATA)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default 256)")
     p.set_defaults(func=cmd_evaluate)

@@ -8,22 +8,28 @@
 See docs/data.md for every data set, its splits and where its files go.
 """
 
-from pixelmodels.data import builtin, cifar, files, mnist  # noqa: F401  (importing registers the data sets)
+from pixelmodels.data import builtin, cifar, files, mnist, photographs  # noqa: F401  (importing registers the data sets)
 from pixelmodels.data.dataset import (
     SPLITS,
     ImageDataset,
     available_datasets,
     dataset_info,
+    download_dataset,
     load_dataset,
     quantize,
     resolve_data_dir,
 )
+from pixelmodels.data.photographs import RandomCrops, dataset_images, load_images
 
 __all__ = [
     "SPLITS",
+    "RandomCrops",
+    "dataset_images",
+    "load_images",
     "ImageDataset",
     "available_datasets",
     "dataset_info",
+    "download_dataset",
     "load_dataset",
     "quantize",
     "resolve_data_dir",

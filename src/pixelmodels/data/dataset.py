@@ -35,6 +35,8 @@ class ImageDataset(Dataset):
         num_classes: number of classes, or ``None`` without labels.
         class_names: names of the classes where the source gives them, else ``None``.
         name, split: where the data came from.
+        random_crops: ``None``, or a :class:`~pixelmodels.data.photographs.RandomCrops` whose ``batch(idx, epoch,
+            seed)`` the trainer uses instead of ``images[idx]`` (``images`` then holds the grid patches).
 
     ``dataset[i]`` is ``(image, label)``: a uint8 ``(C, H, W)`` tensor and an ``int``; the label is ``-1`` when the
     data set has no labels (a ``DataLoader`` can then still collate batches).
@@ -50,6 +52,7 @@ class ImageDataset(Dataset):
         split: str,
         num_classes: int | None = None,
         class_names: list[str] | None = None,
+        random_crops=None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
@@ -67,6 +70,7 @@ class ImageDataset(Dataset):
         self.class_names = class_names
         self.name = name
         self.split = split
+        self.random_crops = random_crops  # photographs with crop="random": fresh training crops per epoch
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -122,7 +126,7 @@ def missing_files_error(name: str, files: list[str], directory: Path, url: str |
     """The one-line error for absent data files: which files, where to put them, where to get them."""
     msg = f"{name}: missing {', '.join(files)}; put them in {directory}"
     if url:
-        msg += f" (download from {url}, or pass download=True)"
+        msg += f" (download from {url}: `pixelmodels download {name}`, or download=True in Python)"
     return FileNotFoundError(msg)
 
 
@@ -217,6 +221,8 @@ def load_dataset(
     root = resolve_data_dir(data_dir)
     pieces = [spec.loader(part, root, **opts) for part in parts]
     ds = pieces[0]
+    if len(pieces) > 1 and any(p.random_crops is not None for p in pieces):
+        raise ValueError(f"{name}: crop='random' needs a single split, got {split!r}")
     if len(pieces) > 1:
         labels = None if any(p.labels is None for p in pieces) else torch.cat([p.labels for p in pieces])
         ds = ImageDataset(
@@ -237,6 +243,7 @@ def load_dataset(
             split=split,
             num_classes=ds.num_classes,
             class_names=ds.class_names,
+            random_crops=None if ds.random_crops is None else ds.random_crops.quantized(num_levels),
         )
     log.info("loaded %r", ds)
     return ds
@@ -264,3 +271,27 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None, **options
         "files_present": present,
         "url": spec.url,
     }
+
+
+def download_dataset(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """Fetch a data set's files from its official URL into the data directory, checking their SHA-256 (files
+    already there with the right checksum are kept), then load every split once to check it; returns a one-line
+    summary. Sets without a download (files you provide, or shipped with scikit-learn) raise a ValueError that
+    says where their files go, except the scikit-learn ones, which need nothing."""
+    spec = get_spec(name)
+    root = resolve_data_dir(data_dir)
+    if "download" not in spec.options:
+        files, directory, present = spec.files(root, dict(spec.options)) if spec.files else ([], root, None)
+        if name in ("digits", "photos"):
+            return f"{name}: ships with scikit-learn; nothing to download"
+        where = f"put {', '.join(files)} in {directory}" if files else "pass its files as options"
+        state = " (present)" if present else ""
+        raise ValueError(f"{name} has no official download; {where}{state} (see docs/data.md)")
+    sizes = {}
+    for split in SPLITS:
+        try:
+            sizes[split] = len(spec.loader(split, root, **{**spec.options, "download": True}))
+        except OSError as err:  # the network: one line naming the URL (FileNotFoundError is an OSError too)
+            raise ValueError(str(err).splitlines()[0]) from None
+    counts = "/".join(str(n) for n in sizes.values())
+    return f"{name}: files verified in {get_spec(name).files(root, {})[1]}; train/valid/test = {counts}"

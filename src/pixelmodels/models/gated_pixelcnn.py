@@ -208,6 +208,12 @@ class GatedPixelCNN(AutoregressiveModel):
             )
         return cond_map.float()
 
+    @property
+    def context_rows(self) -> int:
+        """The parameters at row h read input rows h-r..h only (r = this): the image enters the vertical stack
+        shifted down one row and each layer's (n//2+1) x n convolution reaches n//2 rows further up."""
+        return 1 + self.num_layers * (self.kernel_size // 2)
+
     # ----- fast sampling ------------------------------------------------------------------------------------
     @torch.no_grad()
     def fast_sample(

@@ -230,7 +230,8 @@ class BatchLoader:
 
     def _gather(self) -> tuple:
         idx = self.order.next_indices()
-        x = self.images[idx]  # (b, C, H, W) uint8
+        crops = getattr(self.images, "batch", None)  # data.RandomCrops: fresh crops per (seed, epoch, index)
+        x = self.images[idx] if crops is None else crops(idx, self.order.epoch, self.order.seed)  # (b, C, H, W) uint8
         y = None if self.labels is None else self.labels[idx]
         if self.pin:
             x, y = x.pin_memory(), None if y is None else y.pin_memory()
@@ -431,6 +432,7 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress, replaced: R
     train_images = train_set.images[:n_train]  # (N, C, H, W) uint8, stays on the CPU (may be memory-mapped)
     train_labels = None if train_set.labels is None else train_set.labels[:n_train]
     n_valid = len(valid_set.images) if cfg_d.max_eval_images is None else min(cfg_d.max_eval_images, len(valid_set))
+    valid_keep = torch.linspace(0, len(valid_set) - 1, n_valid).round().long()  # (n_valid,)
 
     shape, levels = train_set.image_shape, train_set.num_levels
     check_model_fits(config.model.name, shape, levels, config.model.hparams, device)  # before allocating anything
@@ -491,7 +493,8 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress, replaced: R
     bar = tqdm(total=cfg_t.steps, initial=step, disable=not progress, desc="training", dynamic_ncols=True)
     model.train()
     labels = None if model.num_classes is None else train_labels
-    loader = BatchLoader(order, train_images, labels, device, cfg_d.prefetch if step < cfg_t.steps else 0)
+    source = train_images if train_set.random_crops is None else train_set.random_crops
+    loader = BatchLoader(order, source, labels, device, cfg_d.prefetch if step < cfg_t.steps else 0)
     stop = StopRequest(enabled=not ctx.enabled)
     try:
         stop.install()
@@ -530,7 +533,8 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress, replaced: R
                 })  # fmt: skip
                 t_log, images_seen = now, 0
             if step % cfg_t.eval_every == 0 or final:
-                valid_x, valid_y = valid_set.images[:n_valid], _labels(valid_set, n_valid)
+                valid_x = valid_set.images[valid_keep]  # evenly spaced when capped, as the test subset
+                valid_y = None if valid_set.labels is None else valid_set.labels[valid_keep]
                 result = distributed_nll(eval_model, valid_x, valid_y, cfg_d.eval_batch_size, ctx)
                 writer.metrics({"step": step, "split": "valid", **result.to_dict()})
                 if progress:
@@ -574,10 +578,6 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress, replaced: R
         finish(run_dir, config, writer, device)
     writer.close()
     return run_dir
-
-
-def _labels(dataset, n: int) -> torch.Tensor | None:
-    return None if dataset.labels is None else dataset.labels[:n]
 
 
 def finish(
