@@ -80,6 +80,7 @@ def compress(
     batch_size: int | None = None,
     method: str = "auto",
     progress: bool = False,
+    model_name: str = "",
 ) -> bytes:
     """Losslessly compress integer images with ``model``; returns the file bytes.
 
@@ -94,6 +95,7 @@ def compress(
         method: float models only: how the network runs at each step ("fast": the cached ``fast_sample``;
             "window": a window of ``receptive_radius``; "whole": the whole network; "auto": the first supported).
         progress: show progress bars.
+        model_name: stored in the header (up to 255 bytes) so that errors can name the model a file needs.
     """
     integer = is_integer_model(model)
     shape = tuple(int(s) for s in model.image_shape)
@@ -122,7 +124,7 @@ def compress(
                     for p, (a, b) in zip(payloads, spans, strict=True))  # fmt: skip
     header = Header(
         VERSION, 0 if labels is None else FLAG_LABELS, fingerprint(model), library_version(), kind, code, precision,
-        radius, shape, int(model.num_levels), int(batch_size), entries, batches, 0,
+        radius, shape, int(model.num_levels), int(batch_size), entries, batches, 0, model_name,
     )  # fmt: skip
     head = pack_header(header)
     log.info(
@@ -228,8 +230,9 @@ def _check_model(model, header: Header) -> None:
         )
     own = fingerprint(model)
     if header.fingerprint != own:
+        named = f"model {header.model_name!r}, " if header.model_name else ""
         raise CodecError(
-            f"the file was compressed with a different model (fingerprint {header.fingerprint}, this model "
+            f"the file was compressed with a different model ({named}fingerprint {header.fingerprint}; this model "
             f"{own}): decompress with the exact model (same weights) used to compress"
         )
     expected = int(model.precision) if integer else PRECISION

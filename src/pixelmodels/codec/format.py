@@ -19,6 +19,8 @@ Little-endian::
     56      4     batch count
     60      16N   image table: H, W, channels of the source image (1 or C), class label (0 without flag bit 0)
     ...     12B   batch table: payload length in 32-bit words, CRC-32 of the payload, CRC-32 of the tiles' values
+    ...     1+L   the model's name (L bytes of UTF-8 after a length byte; may be empty): a shipped model's name or
+                  the run it came from, so an error can name the model a file needs
     ...     4     CRC-32 of every header byte above
     ...           payloads of the batches, one after the other (range coder words)
 """
@@ -78,6 +80,7 @@ class Header:
     images: tuple[ImageEntry, ...]
     batches: tuple[BatchEntry, ...]
     size: int  # header length in bytes
+    model_name: str = ""
 
     @property
     def count(self) -> int:
@@ -111,6 +114,8 @@ def pack_header(h: Header) -> bytes:
     )  # fmt: skip
     raw += b"".join(IMAGE.pack(e.height, e.width, e.channels, e.label) for e in h.images)
     raw += b"".join(BATCH.pack(b.words, b.payload_crc, b.values_crc) for b in h.batches)
+    name = h.model_name.encode("utf-8")[:255].decode("utf-8", "ignore").encode("utf-8")
+    raw += bytes([len(name)]) + name
     return raw + CRC.pack(zlib.crc32(raw))
 
 
@@ -133,7 +138,10 @@ def read_header(data: bytes) -> Header:
         raise CodecError(f"truncated file: {len(data)} bytes is shorter than the header")
     fields = FIXED.unpack_from(data)
     _, _, flags, fp, v0, v1, v2, kind, method, precision, radius, c, th, tw, levels, count, per_batch, nb = fields
-    size = FIXED.size + IMAGE.size * count + BATCH.size * nb + CRC.size
+    name_at = FIXED.size + IMAGE.size * count + BATCH.size * nb
+    if len(data) < name_at + 1 + CRC.size:
+        raise CodecError(f"truncated or corrupted file: {len(data)} bytes is shorter than its header")
+    size = name_at + 1 + data[name_at] + CRC.size
     if len(data) < size:
         raise CodecError(f"truncated or corrupted file: {len(data)} bytes is shorter than its {size}-byte header")
     (stored_crc,) = CRC.unpack_from(data, size - CRC.size)
@@ -142,9 +150,13 @@ def read_header(data: bytes) -> Header:
     images = tuple(ImageEntry(*IMAGE.unpack_from(data, FIXED.size + IMAGE.size * i)) for i in range(count))
     offset = FIXED.size + IMAGE.size * count
     batches = tuple(BatchEntry(*BATCH.unpack_from(data, offset + BATCH.size * i)) for i in range(nb))
+    try:
+        name = data[name_at + 1 : size - CRC.size].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CodecError("corrupted file: the model name in the header is not UTF-8") from None
     header = Header(
         version, flags, fp.hex(), (v0, v1, v2), kind, method, precision, radius, (c, th, tw), levels, per_batch,
-        images, batches, size,
+        images, batches, size, name,
     )  # fmt: skip
     _validate(header)
     return header

@@ -58,7 +58,11 @@ def _has_model(folder: Path) -> bool:
 
 def manifest(name: str) -> dict[str, Any]:
     """The manifest of shipped model ``name`` (see the module docstring); FileNotFoundError for an unknown name."""
-    folder = _folder(name)
+    return _manifest(_folder(name))
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    name = folder.name
     path = folder / MANIFEST
     if not path.is_file():
         return {"name": name, "kind": "integer", "fingerprint": None, "files": {}}
@@ -82,8 +86,19 @@ def find(fingerprint: str) -> str | None:
 def load(name: str, device: str | torch.device = "cpu"):
     """Load shipped model ``name``: an ``IntegerModel`` (kind integer) or an ``AutoregressiveModel`` in eval mode
     (kind float). Files that do not match their manifest's SHA-256 are a ValueError."""
-    meta = manifest(name)
-    folder = _folder(name)
+    return load_folder(_folder(name), device)
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder in this layout (holds a ``pretrained.json``), e.g. an exported model."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def load_folder(folder: str | Path, device: str | torch.device = "cpu"):
+    """Load a model from a folder in the layout above (a shipped one, or one exported with ``save``)."""
+    folder = Path(folder)
+    name = folder.name
+    meta = _manifest(folder)
     for file, digest in meta.get("files", {}).items():
         path = folder / Path(file).name
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
@@ -110,14 +125,10 @@ def load(name: str, device: str | torch.device = "cpu"):
 
 
 def fingerprint_of(model) -> str:
-    """The fingerprint stored in .pmz headers: ``model.fingerprint`` for an ``IntegerModel``, else
-    ``codec.model_fingerprint(model)``."""
-    fp = getattr(model, "fingerprint", None)
-    if isinstance(fp, str):
-        return fp[:32]
-    from pixelmodels.codec import model_fingerprint
+    """The fingerprint stored in .pmz headers (``codec.fingerprint``)."""
+    from pixelmodels.codec import fingerprint
 
-    return model_fingerprint(model)
+    return fingerprint(model)
 
 
 def save(model, folder: str | Path, *, description: str = "", trained_on: str = "") -> Path:
