@@ -48,7 +48,7 @@ class ToyIntegerModel:
                 for k in range(c):
                     left = canvas[:, k, i, j - 1] if j else 0
                     up = canvas[:, k, i - 1, j] if i else 0
-                    tables = torch.from_numpy(self.table[k, self._context(left, up) * np.ones(n, dtype=np.int64)])
+                    tables = self.table[k, self._context(left, up) * np.ones(n, dtype=np.int64)]  # (n, K) numpy
                     canvas[:, k, i, j] = np.asarray(decode_fn(tables, i, j, k))
         return torch.from_numpy(canvas)
 

@@ -200,3 +200,23 @@ def test_class_labels_are_stored_per_image():
     data = codec.compress(model, xs, cond=[2, 1])
     assert codec.read_header(data).labels == (2, 1)
     assert all(torch.equal(a, b) for a, b in zip(xs, codec.decompress_list(model, data), strict=True))
+
+
+def test_a_real_integer_model_round_trips_and_ships(tmp_path):
+    quantized = pytest.importorskip("pixelmodels.quantized")
+    from pixelmodels import pretrained
+
+    torch.manual_seed(0)
+    float_model = pixelmodels.build("gated_pixelcnn", image_shape=(3, 4, 4), num_levels=8, hidden_channels=4,
+                                    num_layers=1).eval()  # fmt: skip
+    model = quantized.quantize(float_model, torch.randint(0, 8, (4, 3, 4, 4)))
+    xs = [image(3, 5, 6, 8), image(1, 3, 3, 8, seed=2)]  # RGB and grey, neither a multiple of the tile
+    data = codec.compress(model, xs)
+    assert codec.read_header(data).kind == codec.INTEGER
+    folder = pretrained.save(model, tmp_path / "tiny-integer", description="test")
+    loaded = pretrained.load_folder(folder)
+    assert codec.fingerprint(loaded) == codec.fingerprint(model) == pretrained.manifest_of(folder)["fingerprint"]
+    assert all(torch.equal(a, b) for a, b in zip(xs, codec.decompress_list(loaded, data), strict=True))
+    (folder / "integer.safetensors").write_bytes(b"0" + (folder / "integer.safetensors").read_bytes()[1:])
+    with pytest.raises(ValueError, match="SHA-256"):
+        pretrained.load_folder(folder)

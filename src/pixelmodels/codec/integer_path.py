@@ -50,7 +50,7 @@ def decode_batches(model, payloads: list[bytes], roles: list[np.ndarray], labels
     all_roles = np.concatenate(roles)
     canvas = np.zeros(all_roles.shape, dtype=np.int64)
 
-    def decode_fn(tables, h: int, w: int, c: int) -> torch.Tensor:
+    def decode_fn(tables, h: int, w: int, c: int) -> np.ndarray:
         tables = np.asarray(tables)  # (n, K)
         values = fill(canvas, all_roles, h, w, c)
         coded = all_roles[:, c, h, w] == CODED
@@ -62,7 +62,7 @@ def decode_batches(model, payloads: list[bytes], roles: list[np.ndarray], labels
                 except Exception as err:  # constriction raises on a stream that cannot be decoded
                     raise CodecError(f"the payload could not be decoded ({err})") from err
         canvas[:, c, h, w] = values
-        return torch.from_numpy(values.copy())
+        return values.copy()
 
     cond = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
     out = torch.as_tensor(model.decode(len(all_roles), decode_fn, cond=cond, progress=progress))

@@ -61,6 +61,11 @@ def manifest(name: str) -> dict[str, Any]:
     return _manifest(_folder(name))
 
 
+def manifest_of(folder: str | Path) -> dict[str, Any]:
+    """The manifest of the model in ``folder`` (see the module docstring)."""
+    return _manifest(Path(folder))
+
+
 def _manifest(folder: Path) -> dict[str, Any]:
     name = folder.name
     path = folder / MANIFEST
