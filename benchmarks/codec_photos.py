@@ -8,9 +8,15 @@ all 24 images, encode and decode seconds per image (medians), and the round-trip
 
     python -m benchmarks.codec_photos --codecs classical       # seconds
     python -m benchmarks.codec_photos --codecs ours --decode 3 # encode all 24, decode kodim01..03 (slow)
+    python -m benchmarks.codec_photos --codecs tiling --model RUN --images 6  # what tiling costs (float model)
 
-Ours is timed at 1 torch thread; decoding is slow, so ``--decode N`` decodes the first N images only (the rate is
-the size of all 24 encoded files either way). Results: ``benchmarks/results/codec_photos_<part>.json`` and one
+The tiling part measures what cutting an image into independent tiles costs: a size-agnostic float model (the
+convolutional Gated PixelCNN the photograph model is trained from) scores the same images whole (the model
+rebuilt at the image's size with the same weights; exact ``log_prob``) and cut into tiles of several sizes (each
+tile on its own, as the codec codes it).
+
+Ours is timed at 1 torch thread; decoding is slow, so ``--decode N`` decodes the first N images only (the rate
+is the size of all 24 encoded files either way). Results: ``benchmarks/results/codec_photos_<part>.json`` and one
 PNG bar chart of every part found. Kodak is test-only: nothing here trains or tunes on it.
 """
 
@@ -82,6 +88,36 @@ def our_codec(model_name: str):
     return {f"pixelmodels ({model_name})": (encode, decode)}
 
 
+def tiling_cost(run: str, images: list, sizes=(32, 64, 128)) -> dict:
+    """Bits per sub-pixel of ``images`` scored whole and as independent tiles of each size (exact log_prob)."""
+    import math
+
+    import torch
+
+    from pixelmodels import build
+    from pixelmodels.codec import tiles
+    from pixelmodels.training import load_checkpoint
+
+    torch.set_num_threads(1)
+    trained = load_checkpoint(run)
+    config = {k: v for k, v in trained.config.items() if k not in ("name", "image_shape")}
+    rows = {"whole": [], **{f"tiles {s}x{s}": [] for s in sizes}}
+    for stem, img in images:
+        x = torch.from_numpy(img.transpose(2, 0, 1).astype(np.int64))  # (3, H, W)
+        for label, shape in [("whole", x.shape)] + [(f"tiles {s}x{s}", (3, s, s)) for s in sizes]:
+            model = build(trained.model_name, image_shape=tuple(shape), **config)
+            model.load_state_dict(trained.state_dict())
+            batch = torch.from_numpy(tiles.cut([x.numpy()], tuple(shape)))  # Kodak sizes: no padding at these
+            with torch.no_grad():
+                nats = -sum(model.eval().log_prob(b).sum().item() for b in batch.split(64))
+            rows[label].append(nats / math.log(2) / x.numel())
+        print(stem, {k: round(v[-1], 4) for k, v in rows.items()})
+    out = {k: {"bits_per_subpixel": float(np.mean(v)), "per_image": v} for k, v in rows.items()}
+    for k in out:
+        out[k]["over_whole_percent"] = 100 * (out[k]["bits_per_subpixel"] / out["whole"]["bits_per_subpixel"] - 1)
+    return out
+
+
 def measure(codecs: dict, images: list, decode_first: int | None) -> dict:
     rows = {}
     subpixels = sum(img.size for _, img in images)
@@ -129,11 +165,19 @@ def plot(figure_rows: dict):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--codecs", choices=["classical", "ours"], default="classical")
+    parser.add_argument("--codecs", choices=["classical", "ours", "tiling"], default="classical")
+    parser.add_argument("--images", type=int, default=24, help="tiling: the first N Kodak images")
     parser.add_argument("--model", default="photo-gated", help="shipped model name or run directory (ours)")
     parser.add_argument("--decode", type=int, default=None, help="decode only the first N images (default all)")
     args = parser.parse_args(argv)
     images = kodak()
+    if args.codecs == "tiling":
+        result = {"part": "tiling", "model": args.model, "images": [s for s, _ in images[: args.images]]}
+        result["rows"] = tiling_cost(args.model, images[: args.images])
+        save_result("codec_photos_tiling", {**result, "load_average": os.getloadavg()})
+        for name, row in result["rows"].items():
+            print(f"{name:14s} {row['bits_per_subpixel']:.4f} bits/sub-pixel ({row['over_whole_percent']:+.2f}%)")
+        return
     codecs = classical_codecs() if args.codecs == "classical" else our_codec(args.model)
     rows = measure(codecs, images, args.decode)
     result = {"part": args.codecs, "load_average": os.getloadavg(), "codecs": rows}
