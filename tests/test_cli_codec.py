@@ -120,3 +120,15 @@ def test_pinned_weights_survive_further_training(tmp_path, capsys):
         assert codec.fingerprint(pixelmodels.load_checkpoint(run, which)) != fp
     assert main(["decompress", "--model", str(run), str(tmp_path / "x.pmz"), str(tmp_path / "y.npy")]) == 0
     assert np.array_equal(np.load(tmp_path / "y.npy")[0], levels)
+
+
+def test_several_images_of_different_sizes_in_one_file(tmp_path, shipped):
+    shipped(tiny((3, 4, 4), 256), "photo-gated")
+    pictures = [rgb(5, 9), rgb(3, 3, seed=1)[..., 1], rgb(8, 4, seed=2)]
+    for i, pixels in enumerate(pictures):
+        Image.fromarray(pixels).save(tmp_path / f"p{i}.png")
+    inputs = [str(tmp_path / f"p{i}.png") for i in range(3)]
+    assert main(["compress", *inputs, str(tmp_path / "all.pmz")]) == 0
+    assert main(["decompress", str(tmp_path / "all.pmz"), str(tmp_path / "r.png")]) == 0
+    for i, pixels in enumerate(pictures):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"r_{i:04d}.png")), pixels)

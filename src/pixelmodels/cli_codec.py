@@ -166,47 +166,22 @@ def read_images(paths: list[str], num_levels: int) -> list[np.ndarray]:
     return images
 
 
-def write_images(images: list, out: Path, num_levels: int, force: bool) -> list[Path]:
-    """(C, H, W) levels -> ``out`` (one image) or ``stem_0000.png``, ...; temporary files renamed at the end."""
-    from PIL import Image
+def write_images(images: list, out: Path, num_levels: int, force: bool) -> list[str]:
+    """(C, H, W) levels -> ``out`` (one image) or ``stem_0000.png``, ...; each written to a temporary file and
+    renamed (``imagefiles.write_image_files``). Every name is checked before the first is written."""
+    import torch
 
-    from pixelmodels.imagefiles import pixels_from_levels
+    from pixelmodels.imagefiles import write_image_files
 
-    arrays = [np.asarray(i) for i in images]
-    if out.suffix.lower() == ".npy":
-        if len({a.shape for a in arrays}) > 1:
+    if out.suffix.lower() == ".npy" or len(images) == 1:
+        if len({tuple(i.shape) for i in images}) > 1:
             raise ValueError("the images have different sizes: write them as .png")
-        targets = {out: lambda f: np.save(f, np.stack(arrays).astype(np.uint8 if num_levels <= 256 else np.uint16))}
-    else:
-        if num_levels > 256:
-            raise ValueError(f"{num_levels} levels do not fit an 8-bit image file: write a .npy")
-        names = (
-            [out]
-            if len(arrays) == 1
-            else [out.with_name(f"{out.stem}_{i:04d}{out.suffix}") for i in range(len(arrays))]
-        )
-        targets = {}
-        for name, arr in zip(names, arrays, strict=True):
-            pixels = arr.astype(np.uint8) if num_levels == 256 else pixels_from_levels(arr, num_levels)
-            pil = Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0))
-            targets[name] = lambda f, pil=pil: pil.save(f, format="PNG")
-    for name in targets:
-        if name.exists() and not force and name != out:
+        return write_image_files(torch.stack(list(images)), str(out), num_levels)
+    names = [out.with_name(f"{out.stem}_{i:04d}{out.suffix}") for i in range(len(images))]
+    for name in names:
+        if name.exists() and not force:
             raise FileExistsError(f"output {name} exists; nothing was written: remove it or pass --force")
-    temps = []
-    try:
-        for name, write in targets.items():
-            tmp = name.with_name(f".{name.name}.tmp{os.getpid()}")
-            temps.append(tmp)
-            with open(tmp, "wb") as f:
-                write(f)
-        for tmp, name in zip(temps, targets, strict=True):
-            os.replace(tmp, name)
-    finally:
-        for tmp in temps:
-            if tmp.exists():
-                tmp.unlink()
-    return list(targets)
+    return [write_image_files(img[None], str(name), num_levels)[0] for img, name in zip(images, names, strict=True)]
 
 
 # ----- commands ------------------------------------------------------------------------------------------------
