@@ -171,16 +171,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode", type=int, default=None, help="decode only the first N images (default all)")
     args = parser.parse_args(argv)
     images = kodak()
+    load_before = os.getloadavg()
     if args.codecs == "tiling":
         result = {"part": "tiling", "model": args.model, "images": [s for s, _ in images[: args.images]]}
         result["rows"] = tiling_cost(args.model, images[: args.images])
-        save_result("codec_photos_tiling", {**result, "load_average": os.getloadavg()})
+        save_result("codec_photos_tiling", {**result, "load_average_before_after": [load_before, os.getloadavg()]})
         for name, row in result["rows"].items():
             print(f"{name:14s} {row['bits_per_subpixel']:.4f} bits/sub-pixel ({row['over_whole_percent']:+.2f}%)")
         return
     codecs = classical_codecs() if args.codecs == "classical" else our_codec(args.model)
     rows = measure(codecs, images, args.decode)
-    result = {"part": args.codecs, "load_average": os.getloadavg(), "codecs": rows}
+    result = {"part": args.codecs, "load_average_before_after": [load_before, os.getloadavg()], "codecs": rows}
     if args.codecs == "ours":
         result["model"] = args.model
     every = dict(rows)
