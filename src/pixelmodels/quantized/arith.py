@@ -8,7 +8,6 @@ blocking, FMA use or thread count). Callers prove that bound when they build a l
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import numpy as np

@@ -23,8 +23,11 @@ from pixelmodels.quantized import arith
 from pixelmodels.quantized.tables import Formats, Tables
 
 #: Rows of (pixel, edge, component) work per chunk of the DMoL tables (bounds the memory of teacher forcing).
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 18
+#: The component posterior is renormalized to this many bits after each channel, and cut to MIX_BITS to weight
+#: the components' CDFs (MIX_BITS + cdf_bits + log2 M stays below 53).
 POSTERIOR_BITS = 30
+MIX_BITS = 20
 #: Mixture numerators are cut to this many bits before multiplying by the table budget (2**precision - K).
 WEIGHT_BITS = 38
 
@@ -49,11 +52,17 @@ class IntDMoL:
     def __init__(self, tables: Tables, num_channels: int, num_levels: int, precision: int, num_mixtures: int):
         self.tables, self.c, self.k, self.precision, self.m = tables, num_channels, num_levels, precision, num_mixtures
         fmt = tables.fmt
-        if num_mixtures * 2.0 ** (POSTERIOR_BITS + fmt.cdf_bits) >= 2.0**63:  # the mixture sums over K and M
+        if num_mixtures * 2.0 ** (MIX_BITS + fmt.cdf_bits) >= arith.EXACT_FLOAT:  # the float64 mixture sums
             raise arith.BoundError(f"{num_mixtures} mixture components overflow the integer mixture sums")
         self.pairs = [(c, j) for c in range(num_channels) for j in range(c)]  # the head's (1,0), (2,0), (2,1)...
         self.t_shift = fmt.mean_frac + tables.inv_bits - fmt.cdf_frac
+        # t -> table index: + cdf_range (the table starts there), + half a step (round to the nearest entry)
+        self.t_offset = (fmt.cdf_range << (fmt.cdf_frac + self.t_shift)) + (1 << (self.t_shift - 1))
         self.mean_bound = fmt.mean_range * (num_levels - 1) << fmt.mean_frac
+        self.one = 1 << fmt.cdf_bits
+        device = tables.t["cdf"].device
+        edges = torch.arange(2 - num_levels, num_levels - 1, 2, device=device)  # (K-1,): edge v | v+1 = 2v+2-K
+        self.edges = (edges << fmt.mean_frac).view(1, -1, 1)
 
     @staticmethod
     def param_formats(fmt: Formats, num_channels: int, num_levels: int, peaks: np.ndarray, num_mixtures: int):
@@ -97,22 +106,24 @@ class IntDMoL:
         return mean.clamp(-self.mean_bound, self.mean_bound)
 
     def _cdf(self, edges: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
-        """Logistic CDF (``cdf_bits``) at edges (half-bin units, broadcasting) for means / inverse scales."""
-        t = (((edges << self.tables.fmt.mean_frac) - mean) * inv) >> self.t_shift
-        return self.tables.cdf(t)
+        """Logistic CDF (``cdf_bits``) at edges (``mean_frac`` fixed point, half-bin units; broadcasting)."""
+        # (edge - mean) * inv_scale with mean_frac + inv_bits fractional bits, plus the table offset, in one pass
+        t = torch.addcmul(self.t_offset - mean * inv, edges, inv)
+        t >>= self.t_shift
+        return self.tables.cdf_at(t)
 
     def _mass(self, v: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
         """Mass (N, M) of value v (N, 1) under each component."""
-        one = 1 << self.tables.fmt.cdf_bits
-        upper = torch.where(v == self.k - 1, one, self._cdf(2 * v + 2 - self.k, mean, inv))
-        lower = torch.where(v == 0, 0, self._cdf(2 * v - self.k, mean, inv))
+        frac = self.tables.fmt.mean_frac
+        upper = torch.where(v == self.k - 1, self.one, self._cdf((2 * v + 2 - self.k) << frac, mean, inv))
+        lower = torch.where(v == 0, 0, self._cdf((2 * v - self.k) << frac, mean, inv))
         return upper - lower
 
     def tables_at(self, params: torch.Tensor, x: torch.Tensor, c: int) -> torch.Tensor:
         """params (N, P) int64, x (N, C) the pixel's values (only channels < c are read) -> (N, K)."""
         rows = max(1, CHUNK_ELEMENTS // (self.k * self.m))
         if params.shape[0] > rows:
-            return torch.cat([self.tables_at(p, v, c) for p, v in zip(params.split(rows), x.split(rows))])
+            return torch.cat([self.tables_at(p, v, c) for p, v in zip(params.split(rows), x.split(rows), strict=True)])
         logits, means, log_scales, coeffs = self._split(params)
         post = self.tables.exp(logits - logits.max(dim=-1, keepdim=True).values)  # (N, M), max exactly 2**30
         for j in range(c):
@@ -120,14 +131,14 @@ class IntDMoL:
             q = post * (mass + 1)  # +1: a component with no mass left keeps a little weight
             top = arith.bit_length(q.max(dim=-1, keepdim=True).values)
             post = q >> (top - POSTERIOR_BITS).clamp(min=0)
+        post = post >> (POSTERIOR_BITS - MIX_BITS)  # (N, M), the largest in [2**19, 2**20)
         mean, inv = self._mean(means, coeffs, x, c), self.tables.inv_scale(log_scales[:, c])  # (N, M)
-        edges = torch.arange(1 - self.k + 1, self.k - 1, 2, device=params.device).view(1, -1, 1)  # (1, K-1, 1)
-        cdf = self._cdf(edges, mean.unsqueeze(1), inv.unsqueeze(1))  # (N, K-1, M)
-        zero = cdf.new_zeros(cdf.shape[0], 1, self.m)
-        one = torch.full_like(zero, 1 << self.tables.fmt.cdf_bits)
-        mass = torch.diff(cdf, dim=1, prepend=zero, append=one)  # (N, K, M)
-        weights = (mass * post.unsqueeze(1)).sum(dim=-1)  # (N, K)
-        cut = (arith.bit_length(weights.sum(dim=-1, keepdim=True)) - WEIGHT_BITS).clamp(min=0)
+        cdf = self._cdf(self.edges, mean.unsqueeze(1), inv.unsqueeze(1))  # (N, K-1, M) int32
+        # the mixture's CDF at every edge (N, K-1): a float64 matrix product of integers below 2**53, exact
+        mixture = torch.bmm(cdf.double(), post.double().unsqueeze(-1)).squeeze(-1).long()
+        total = post.sum(dim=-1, keepdim=True) << self.tables.fmt.cdf_bits  # (N, 1): its CDF at +inf
+        weights = torch.diff(mixture, dim=1, prepend=torch.zeros_like(total), append=total)  # (N, K)
+        cut = (arith.bit_length(total) - WEIGHT_BITS).clamp(min=0)
         return arith.frequencies_from_weights(weights >> cut, self.precision)
 
 
