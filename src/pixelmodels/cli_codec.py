@@ -215,6 +215,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     out = check_output(args.output, (".pmz",), args.force, args.inputs)
     model = load_model(args.model, args.checkpoint, args.weights, args.device)
+    if args.label is not None and getattr(model, "num_classes", None) is None:
+        raise ValueError(f"--label {args.label}: the model is unconditional (it takes no class labels)")
     images = read_images(args.inputs, model.num_levels)
     cond = None if args.label is None else [args.label] * len(images)
     name = args.model or DEFAULT_MODEL

@@ -113,7 +113,7 @@ def compress(
     spans = [(s, min(s + batch_size, len(roles))) for s in range(0, len(roles), batch_size)]
     if integer:
         if method not in ("auto", "integer"):
-            raise ValueError(f"an integer model codes with its integer tables; method {method!r} is for float models")
+            raise ValueError(f"method (--method) {method!r} is for float models; an integer model has one way to code")
         kind, code, radius, precision = INTEGER, 0, 0, int(model.precision)
         payloads = [integer_path.encode_batch(model, tile_values[a:b], roles[a:b], _part(tile_labels, a, b))
                     for a, b in tqdm_spans(spans, progress, "encoding")]  # fmt: skip
@@ -146,9 +146,9 @@ def _encode_float(model, tile_values, roles, tile_labels, spans, method, progres
     if candidates is None:
         raise ValueError(f"method must be 'auto', 'fast', 'window' or 'whole', got {method!r}")
     if method == "fast" and not model.supports_fast_sampling:
-        raise ValueError(f"model {model.model_name!r} has no fast sampler; use method 'auto'")
+        raise ValueError(f"model {model.model_name!r} has no fast sampler; use method (--method) 'auto'")
     if method == "window" and radius is None:
-        raise ValueError(f"model {model.model_name!r} declares no receptive_radius; use method 'auto'")
+        raise ValueError(f"model {model.model_name!r} declares no receptive_radius; use method (--method) 'auto'")
     for code in candidates:
         r = int(radius) if code == WINDOW else 0
         try:

@@ -111,7 +111,7 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu"):
     if meta["kind"] == "integer":
         from pixelmodels.quantized import IntegerModel
 
-        model = IntegerModel.load(folder)
+        model = IntegerModel.load(folder, device)
     elif meta["kind"] == "float":
         import safetensors.torch
 
