@@ -120,7 +120,7 @@ def tiling_cost(run: str, images: list, sizes=(32, 64, 128)) -> dict:
 
 def measure(codecs: dict, images: list, decode_first: int | None) -> dict:
     rows = {}
-    subpixels = sum(img.size for _, img in images)
+    subpixels = sum(img.size for _, img in images)  # the images measured (all 24 unless --images)
     for name, (encode, decode) in codecs.items():
         sizes, enc_s, dec_s, exact = {}, [], [], True
         for i, (stem, img) in enumerate(images):
@@ -166,15 +166,15 @@ def plot(figure_rows: dict):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--codecs", choices=["classical", "ours", "tiling"], default="classical")
-    parser.add_argument("--images", type=int, default=24, help="tiling: the first N Kodak images")
+    parser.add_argument("--images", type=int, default=24, help="the first N Kodak images (default all 24)")
     parser.add_argument("--model", default="photo-gated", help="shipped model name or run directory (ours)")
     parser.add_argument("--decode", type=int, default=None, help="decode only the first N images (default all)")
     args = parser.parse_args(argv)
-    images = kodak()
+    images = kodak()[: args.images]
     load_before = os.getloadavg()
     if args.codecs == "tiling":
-        result = {"part": "tiling", "model": args.model, "images": [s for s, _ in images[: args.images]]}
-        result["rows"] = tiling_cost(args.model, images[: args.images])
+        result = {"part": "tiling", "model": args.model, "images": [s for s, _ in images]}
+        result["rows"] = tiling_cost(args.model, images)
         save_result("codec_photos_tiling", {**result, "load_average_before_after": [load_before, os.getloadavg()]})
         for name, row in result["rows"].items():
             print(f"{name:14s} {row['bits_per_subpixel']:.4f} bits/sub-pixel ({row['over_whole_percent']:+.2f}%)")
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     codecs = classical_codecs() if args.codecs == "classical" else our_codec(args.model)
     rows = measure(codecs, images, args.decode)
     result = {"part": args.codecs, "load_average_before_after": [load_before, os.getloadavg()], "codecs": rows}
+    result["images"] = [s for s, _ in images]
     if args.codecs == "ours":
         result["model"] = args.model
     every = dict(rows)
