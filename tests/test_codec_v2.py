@@ -220,3 +220,34 @@ def test_a_real_integer_model_round_trips_and_ships(tmp_path):
     (folder / "integer.safetensors").write_bytes(b"0" + (folder / "integer.safetensors").read_bytes()[1:])
     with pytest.raises(ValueError, match="SHA-256"):
         pretrained.load_folder(folder)
+
+
+@pytest.mark.slow  # two subprocesses (~20 s on the loaded machine); the tables' portability is in test_quantized
+def test_integer_files_decode_under_other_cpu_kernels_and_threads(tmp_path):
+    """End to end through the file: written here, decoded in subprocesses with other kernels and thread counts."""
+    import os
+    import subprocess
+    import sys
+
+    quantized = pytest.importorskip("pixelmodels.quantized")
+    from pixelmodels import pretrained
+
+    torch.manual_seed(0)
+    float_model = pixelmodels.build("gated_pixelcnn", image_shape=(3, 4, 4), num_levels=256, hidden_channels=4,
+                                    num_layers=1, head="dmol").eval()  # fmt: skip
+    model = quantized.quantize(float_model, torch.randint(0, 256, (4, 3, 4, 4)))
+    folder = pretrained.save(model, tmp_path / "tiny")
+    x = image(3, 6, 5, 256)
+    (tmp_path / "x.pmz").write_bytes(codec.compress(model, x))
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = (
+        "import sys, numpy as np, torch; from pixelmodels import codec, pretrained; "
+        "torch.set_num_threads(int(sys.argv[3])); m = pretrained.load_folder(sys.argv[1]); "
+        "out = codec.decompress(m, open(sys.argv[2] + '.pmz', 'rb').read())[0].numpy(); "
+        "assert np.array_equal(out, np.load(sys.argv[2] + '.npy')); print('ok')"
+    )
+    for capability, threads in (("default", "1"), ("avx2", "2")):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+        run = subprocess.run([sys.executable, "-c", script, str(folder), str(tmp_path / "x"), threads], env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
