@@ -116,7 +116,7 @@ def compress(
             raise ValueError(f"method (--method) {method!r} is for float models; an integer model has one way to code")
         kind, code, radius, precision = INTEGER, 0, 0, int(model.precision)
         payloads = [integer_path.encode_batch(model, tile_values[a:b], roles[a:b], _part(tile_labels, a, b))
-                    for a, b in tqdm_spans(spans, progress, "encoding")]  # fmt: skip
+                    for a, b in _progress_over(spans, progress, "encoding")]  # fmt: skip
     else:
         kind, precision = FLOAT, PRECISION
         code, radius, payloads = _encode_float(model, tile_values, roles, tile_labels, spans, method, progress)
@@ -308,7 +308,7 @@ def _values_crc(values: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(values).astype("<u2").tobytes())
 
 
-def tqdm_spans(spans, progress: bool, desc: str):
+def _progress_over(spans, progress: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(spans, disable=not progress or len(spans) < 2, desc=desc, leave=False)
