@@ -132,3 +132,14 @@ def test_several_images_of_different_sizes_in_one_file(tmp_path, shipped):
     assert main(["decompress", str(tmp_path / "all.pmz"), str(tmp_path / "r.png")]) == 0
     for i, pixels in enumerate(pictures):
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"r_{i:04d}.png")), pixels)
+
+
+def test_a_shipped_folder_without_manifest_is_found_by_fingerprint(tmp_path, shipped):
+    quantized = pytest.importorskip("pixelmodels.quantized")
+    torch.manual_seed(0)
+    float_model = pixelmodels.build("gated_pixelcnn", image_shape=(1, 4, 4), num_levels=2, hidden_channels=4,
+                                    num_layers=1).eval()  # fmt: skip
+    model = quantized.quantize(float_model, torch.randint(0, 2, (4, 1, 4, 4)))
+    model.save(pretrained.ROOT / "bare-integer")  # IntegerModel.save only, no pretrained.json
+    data = codec.compress(model, torch.randint(0, 2, (1, 5, 6)))
+    assert pretrained.find(codec.read_header(data).fingerprint) == "bare-integer"

@@ -83,7 +83,10 @@ def _manifest(folder: Path) -> dict[str, Any]:
 def find(fingerprint: str) -> str | None:
     """The name of the shipped model whose manifest has this fingerprint (hex), or None."""
     for name in available():
-        if manifest(name).get("fingerprint") == fingerprint:
+        known = manifest(name).get("fingerprint")
+        if known is None:  # a folder without a manifest: ask the model itself
+            known = fingerprint_of(load(name))
+        if known == fingerprint:
             return name
     return None
 
