@@ -185,6 +185,13 @@ def main(argv: list[str] | None = None) -> None:
     result["images"] = [s for s, _ in images]
     if args.codecs == "ours":
         result["model"] = args.model
+    classical = RESULTS / "codec_photos_classical.json"
+    if args.codecs == "ours" and classical.is_file():  # the classical codecs on the same images, from their bytes
+        stems, subpixels = [s for s, _ in images], sum(img.size for _, img in images)
+        result["classical_same_images"] = {
+            name: 8 * sum(row["bytes"][s] for s in stems) / subpixels
+            for name, row in json.loads(classical.read_text())["codecs"].items()
+        }
     every = dict(rows)
     for part in ("classical", "ours"):
         path = RESULTS / f"codec_photos_{part}.json"
