@@ -231,6 +231,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     atomic_write_bytes(out, data)
     subpixels = sum(i.size for i in images)
     print(f"{len(images)} image(s) -> {out}: {len(data)} bytes, {8 * len(data) / subpixels:.4f} bits per sub-pixel")
+    if codec.read_header(data).kind == codec.FLOAT:
+        print("note: a float model's file decodes only where its network computes the same floats (same CPU kernels "
+              "and torch build); an IntegerModel (pixelmodels.quantized) makes files that decode anywhere")  # fmt: skip
     return 0
 
 
