@@ -251,3 +251,10 @@ def test_integer_files_decode_under_other_cpu_kernels_and_threads(tmp_path):
         run = subprocess.run([sys.executable, "-c", script, str(folder), str(tmp_path / "x"), threads], env=env,
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_channel_counts_that_cannot_be_coded_are_refused():
+    with pytest.raises(ValueError, match="C = 1"):
+        codec.compress(tiny((1, 4, 4), 4), image(3, 4, 4, 4))  # colour through a grey model
+    with pytest.raises(ValueError, match=r"C = 3 \(or 1: grey\)"):
+        codec.compress(ToyIntegerModel((3, 4, 4), 4), image(2, 4, 4, 4))
