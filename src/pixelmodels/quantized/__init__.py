@@ -11,8 +11,9 @@ into an ``IntegerModel`` whose coding path is exact integer arithmetic:
   computed exactly by a float64 convolution (integer-valued float64 sums are exact in any order, on any kernel
   set, on CPU and GPU);
 - rescaling between layers is an integer multiply and an arithmetic right shift (int64);
-- nonlinearities (tanh, sigmoid, exp) are integer lookup tables with exact integer linear interpolation, built
-  once at quantization time and stored with the model (never recomputed at decode time);
+- nonlinearities (tanh, sigmoid, exp, the logistic CDF) are integer lookup tables holding the function at every
+  fixed-point input of their range, built once at quantization time and stored with the model (never
+  recomputed at decode time);
 - the output distribution (categorical softmax, or the discretized mixture of logistics with its linear
   R -> G -> B dependence) becomes integer frequency tables summing to ``2**precision`` with a floor of 1,
   through exact integer division.

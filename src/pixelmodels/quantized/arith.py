@@ -49,16 +49,10 @@ def rescale(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor) -> torch
     return (acc * mult + (1 << (shift - 1))) >> shift
 
 
-def lookup(table: torch.Tensor, x: torch.Tensor, lo: int, interp_bits: int) -> torch.Tensor:
-    """Table with exact linear interpolation: entry i sits at input ``lo + i * 2**interp_bits`` (same fixed point
-    as ``x``); inputs outside the table clamp to its ends."""
-    top = (table.numel() - 1) << interp_bits
-    idx = (x - lo).clamp(0, top)
-    i = idx >> interp_bits
-    frac = idx - (i << interp_bits)
-    base = table[i]
-    step = table[(i + 1).clamp(max=table.numel() - 1)] - base
-    return base + ((step * frac) >> interp_bits)
+def lookup(table: torch.Tensor, x: torch.Tensor, lo: int) -> torch.Tensor:
+    """``table[x - lo]``: entry i holds the function at the fixed-point input ``lo + i``; inputs beyond the table
+    clamp to its ends (where the tabulated functions are flat)."""
+    return torch.take(table, (x - lo).clamp_(0, table.numel() - 1))
 
 
 def bit_length(x: torch.Tensor) -> torch.Tensor:

@@ -115,5 +115,5 @@ class IntOutput:
 def make_head(cfg: dict, tables):
     c, k, precision = cfg["image_shape"][0], cfg["num_levels"], cfg["precision"]
     if cfg["head"]["name"] == "dmol":
-        return IntDMoL(tables, c, k, precision, cfg["head"]["num_mixtures"])
+        return IntDMoL(tables, c, k, precision, cfg["head"]["num_mixtures"], cfg["head"].get("components"))
     return IntCategorical(tables, c, k, precision)

@@ -27,6 +27,7 @@ def quantize(
     act_bits: int = 16,
     precision: int = 24,
     formats: Formats | None = None,
+    components: int | None = None,
     batch_size: int = 32,
 ) -> IntegerModel:
     """An exact integer copy of ``model`` for coding.
@@ -39,6 +40,8 @@ def quantize(
         weight_bits, act_bits: signed bit widths of weights and of calibrated activations.
         precision: the frequency tables sum to ``2**precision``.
         formats: fixed-point formats of the tables (``pixelmodels.quantized.tables.Formats``).
+        components: DMoL head only: mix only this many most probable components per sub-pixel (None: all, the
+            exact mixture); fewer are proportionally faster and cost some rate (measure it).
         batch_size: calibration batch size.
     """
     name = getattr(model, "model_name", type(model).__name__)
@@ -66,6 +69,10 @@ def quantize(
         "formats": (formats or Formats()).to_dict(),
         "head": head_spec(model),
     }
+    if components is not None:
+        if cfg["head"]["name"] != "dmol" or components < 1:
+            raise ValueError(f"components applies to the dmol head only and must be >= 1, got {components}")
+        cfg["head"]["components"] = int(components)
     was_training = model.training
     model.eval()
     try:
