@@ -1,95 +1,124 @@
-"""Naive vs cached (fast) sampling of the convolutional models: images per second and the speed-up, side by side.
+"""Sampling the convolutional models: naive, cached (fast) and fixed-point, side by side in one process.
 
-    python -m benchmarks.sampling_conv            # 28x28 gray (K=2) and 32x32x3 (K=256), batch 1 and 16
-    python -m benchmarks.sampling_conv --quick    # tiny smoke run
+    python -m benchmarks.sampling_conv                       # 3x32x32, K=256, batch 1, 16, 64 (~15 min, 1 thread)
+    python -m benchmarks.sampling_conv --trained runs/photo  # also a trained checkpoint (fixed-point iterations)
+    python -m benchmarks.sampling_conv --quick               # tiny smoke run
 
-The fast sampler is timed on complete samples. The naive sampler reruns the whole network at every step, so
-each of its steps costs the same wherever it is in the image; it is timed on the first ``--naive-steps`` steps
-of the order and extrapolated linearly to the full image (stated in the JSON as ``naive_timed_steps``), except
-where the image has no more steps than that. ``--check-extrapolation`` also times one complete naive sample
-(28x28, batch 1) to show the extrapolation error. Medians over ``--repeats`` runs, all in one process.
+Every time is also given in full forward passes of the same model at the same batch (``model(x)`` on a whole
+batch of images, median of 3), the unit in which a cached sampler's ideal is about 1. The naive sampler reruns
+the network at every step, so each of its steps costs the same wherever it is: it is timed on the first
+``--naive-steps`` steps and extrapolated linearly to the whole image (``naive_timed_steps`` in the JSON). The
+cached and fixed-point samplers are timed on complete samples (one run each; the fixed-point sampler until its
+iterate stops changing, capped at ``--max-iterations`` forward passes for the trained model). Peak memory is the
+growth of resident memory (Linux VmHWM, reset through /proc/self/clear_refs) during each run.
+
+Untrained models are nearly independent of their context, so the fixed-point iteration converges in a few
+passes on them; the trained checkpoint shows what it costs when the pixels depend on each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
+import statistics
+import time
+from pathlib import Path
 
 import torch
 
 import pixelmodels
-from benchmarks.common import median_time, save_result
+from benchmarks.common import save_result
+from pixelmodels.sampling import fixed_point_sample
 
 # small but realistic widths (the papers use 128-384 features and 12-20 layers)
 MODELS = {
     "pixelcnn": dict(hidden_channels=32, num_layers=5, kernel_size=3, first_kernel_size=7),
     "gated_pixelcnn": dict(hidden_channels=32, num_layers=5, kernel_size=5),
+    "pixelcnn_pp": dict(hidden_channels=32, num_layers=2, num_resolutions=3, num_mixtures=5, dropout=0.0),
 }
-SPACES = {"28x28 gray, K=2": ((1, 28, 28), 2), "32x32x3, K=256": ((3, 32, 32), 256)}
+SHAPE, LEVELS = (3, 32, 32), 256
 QUICK_MODELS = {
     "pixelcnn": dict(hidden_channels=8, num_layers=2),
     "gated_pixelcnn": dict(hidden_channels=8, num_layers=2, kernel_size=3),
+    "pixelcnn_pp": dict(hidden_channels=8, num_layers=1, num_mixtures=2, dropout=0.0),
 }
-QUICK_SPACES = {"8x8 gray, K=2": ((1, 8, 8), 2), "6x6x3, K=16": ((3, 6, 6), 16)}
+QUICK_SHAPE = (3, 8, 8)
 
 
-def time_sampler(model, batch: int, method: str, steps: int | None, repeats: int) -> tuple[float, int]:
-    """Median seconds to run ``steps`` steps (None: all) of ``method``; returns (seconds, steps timed)."""
-    full = model.order()
-    model._order = full if steps is None or steps >= len(full) else full[:steps]
-    timed = len(model._order)
-    gen = torch.Generator().manual_seed(0)
+def _rss(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def timed(fn) -> tuple[float, int]:
+    """(seconds, peak resident memory growth in bytes) of one call."""
     try:
-        seconds = median_time(lambda: model.sample(batch, method=method, generator=gen), repeats=repeats)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    start_rss = _rss("VmRSS")
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start, max(_rss("VmHWM") - start_rss, 0)
+
+
+def forward_seconds(model, batch: int) -> float:
+    x = torch.randint(model.num_levels, (batch, *model.image_shape), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model(x)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def naive_prefix(model, batch: int, steps: int) -> tuple[float, int, int]:
+    """(extrapolated seconds, peak memory, steps timed) of the naive sampler."""
+    full = model.order()
+    model._order = full[: min(steps, len(full))]
+    try:
+        seconds, peak = timed(lambda: model.sample(batch, method="naive", generator=torch.Generator().manual_seed(0)))
+        timed_steps = len(model._order)
     finally:
         model._order = full
-    return seconds, timed
+    return seconds * len(full) / timed_steps, peak, timed_steps
 
 
-def run(models: dict, spaces: dict, batches: list[int], repeats: int, naive_steps: int, check: bool) -> dict:
-    rows = []
-    for space, (shape, k) in spaces.items():
-        for name, hparams in models.items():
-            model = pixelmodels.build(name, image_shape=shape, num_levels=k, **hparams).eval()
-            total = len(model.order())
-            for batch in batches:
-                fast_s, _ = time_sampler(model, batch, "fast", None, repeats)
-                naive_part, timed = time_sampler(model, batch, "naive", naive_steps, repeats)
-                naive_s = naive_part * total / timed
-                row = {
-                    "model": name,
-                    "space": space,
-                    "batch": batch,
-                    "steps": total,
-                    "parameters": sum(p.numel() for p in model.parameters()),
-                    "fast_seconds": fast_s,
-                    "naive_seconds": naive_s,
-                    "naive_timed_steps": timed,
-                    "fast_images_per_s": batch / fast_s,
-                    "naive_images_per_s": batch / naive_s,
-                    "speedup": naive_s / fast_s,
-                }
-                rows.append(row)
-                logging.info(
-                    "%-15s %-16s batch %2d: fast %.2f img/s, naive %.3f img/s (%s), speed-up %.1fx",
-                    name,
-                    space,
-                    batch,
-                    row["fast_images_per_s"],
-                    row["naive_images_per_s"],
-                    "complete" if timed == total else f"{timed}/{total} steps, extrapolated",
-                    row["speedup"],
-                )
-    result = {"hparams": models, "repeats": repeats, "rows": rows}
-    if check:
-        shape, k = next(iter(spaces.values()))
-        model = pixelmodels.build("pixelcnn", image_shape=shape, num_levels=k, **models["pixelcnn"]).eval()
-        complete, _ = time_sampler(model, 1, "naive", None, 1)
-        part, timed = time_sampler(model, 1, "naive", naive_steps, repeats)
-        estimate = part * len(model.order()) / timed
-        result["extrapolation_check"] = {"complete_seconds": complete, "extrapolated_seconds": estimate}
-        logging.info("extrapolation check: complete naive %.2f s, extrapolated %.2f s", complete, estimate)
-    return result
+def measure(model, name: str, batch: int, naive_steps: int, max_iterations: int | None) -> dict:
+    fwd = forward_seconds(model, batch)
+    naive_s, naive_peak, timed_steps = naive_prefix(model, batch, naive_steps)
+    row = {"model": name, "batch": batch, "steps": len(model.order()), "forward_seconds": fwd}
+    row |= {"naive_seconds": naive_s, "naive_timed_steps": timed_steps, "naive_peak_bytes": naive_peak}
+    fast = "-"
+    if model.supports_fast_sampling:
+        seconds, peak = timed(lambda: model.sample(batch, method="fast", generator=torch.Generator().manual_seed(0)))
+        row |= {"fast_seconds": seconds, "fast_peak_bytes": peak, "fast_forward_passes": seconds / fwd}
+        row["fast_speedup"] = naive_s / seconds
+        fast = f"{seconds:.2f} s = {seconds / fwd:.1f} fwd, {naive_s / seconds:.0f}x"
+    stats: dict = {}
+
+    def fixed_point():
+        gen = torch.Generator().manual_seed(0)
+        return fixed_point_sample(model, batch, generator=gen, max_iterations=max_iterations, stats=stats)
+
+    seconds, peak = timed(fixed_point)
+    row |= {"fixed_point_seconds": seconds, "fixed_point_peak_bytes": peak, "fixed_point_forward_passes": seconds / fwd}
+    row |= {"fixed_point_speedup": naive_s / seconds, "fixed_point_iterations": stats["iterations"]}
+    row["fixed_point_converged"] = stats["converged"]
+    logging.info(
+        "%-15s batch %2d: forward %.3f s | naive %.1f s (%d steps timed) | fast %s | fixed point %.1f s = %.1f fwd"
+        " (%d it%s)",
+        name, batch, fwd, naive_s, timed_steps, fast, seconds, seconds / fwd, stats["iterations"],
+        "" if stats["converged"] else ", capped",
+    )  # fmt: skip
+    return row
 
 
 def plot(result: dict):
@@ -99,43 +128,64 @@ def plot(result: dict):
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    labels = [f"{r['model']}\n{r['space']}\nbatch {r['batch']}" for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5))
-    xs = range(len(rows))
-    ax1.bar([x - 0.2 for x in xs], [r["naive_images_per_s"] for r in rows], 0.4, label="naive")
-    ax1.bar([x + 0.2 for x in xs], [r["fast_images_per_s"] for r in rows], 0.4, label="fast (cached)")
-    ax1.set_yscale("log")
-    ax1.set_ylabel("images / s")
-    ax1.legend()
-    ax2.bar(xs, [r["speedup"] for r in rows], color="tab:green")
-    ax2.axhline(20, color="gray", linestyle="--", label="20x target")
-    ax2.set_ylabel("speed-up (naive time / fast time)")
-    ax2.legend()
+    labels = [f"{r['model']}{' (trained)' if r.get('trained') else ''}\nbatch {r['batch']}" for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5))
+    xs = list(range(len(rows)))
+    for offset, key, label in [
+        (-0.27, "naive", "naive"),
+        (0.0, "fast", "cached"),
+        (0.27, "fixed_point", "fixed point"),
+    ]:
+        ax1.bar(
+            [x + offset for x in xs],
+            [r.get(f"{key}_seconds", 0) / r["forward_seconds"] for r in rows],
+            0.27,
+            label=label,
+        )
+    ax1.axhline(10, color="gray", linestyle="--", label="10 forward passes")
+    ax1.set(yscale="log", ylabel="sample time / one forward pass (same batch)")
+    ax1.legend(fontsize=8)
+    ax2.bar([x - 0.2 for x in xs], [r.get("fast_speedup", 0) for r in rows], 0.4, label="cached")
+    ax2.bar([x + 0.2 for x in xs], [r["fixed_point_speedup"] for r in rows], 0.4, label="fixed point")
+    ax2.set(yscale="log", ylabel="speed-up over naive")
+    ax2.legend(fontsize=8)
     for ax in (ax1, ax2):
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels(labels, fontsize=7)
-    fig.suptitle(f"Sampling speed, {result['meta_device']}, {result['threads']} thread(s)")
+        ax.set_xticks(xs, labels, fontsize=7, rotation=60, ha="right")
+    fig.suptitle(f"Sampling 3x32x32, K=256: {result['meta_device']}, {result['threads']} thread(s)")
     return fig
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and images (smoke test)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--naive-steps", type=int, default=96, help="naive steps timed before extrapolating")
+    parser.add_argument("--naive-steps", type=int, default=12, help="naive steps timed before extrapolating")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared CPU)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--check-extrapolation", action="store_true")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--trained", help="a run directory or checkpoint of a trained model, also measured")
+    parser.add_argument("--trained-batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--max-iterations", type=int, default=200, help="fixed-point cap for the trained model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    models, spaces = (QUICK_MODELS, QUICK_SPACES) if args.quick else (MODELS, SPACES)
-    result = run(models, spaces, args.batches, args.repeats, args.naive_steps, args.check_extrapolation)
-    result["threads"] = args.threads
+    models, shape = (QUICK_MODELS, QUICK_SHAPE) if args.quick else (MODELS, SHAPE)
+    load = os.getloadavg()
+    rows = []
+    for name, hparams in models.items():
+        torch.manual_seed(0)
+        model = pixelmodels.build(name, image_shape=shape, num_levels=LEVELS, **hparams).eval()
+        for batch in args.batches:
+            rows.append(measure(model, name, batch, args.naive_steps, None) | {"hparams": hparams})
+    if args.trained:
+        model = pixelmodels.load_checkpoint(args.trained).eval()
+        for batch in args.trained_batches:
+            row = measure(model, model.model_name, batch, args.naive_steps, args.max_iterations)
+            rows.append(row | {"trained": str(args.trained), "hparams": model.config})
+    result = {"shape": shape, "levels": LEVELS, "threads": args.threads, "rows": rows}
+    result["load_average_start"], result["load_average_end"] = load, os.getloadavg()
     result["naive_method"] = "first naive_timed_steps steps timed, scaled by steps / naive_timed_steps"
     result["meta_device"] = "CPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
     path = save_result("sampling_conv_quick" if args.quick else "sampling_conv", result, plot(result))
-    logging.info("wrote %s", path)
+    logging.info("wrote %s (load average %s -> %s)", path, load, result["load_average_end"])
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def test_inputs_that_cannot_be_coded_exactly_are_refused(tmp_path, shipped, caps
     Image.fromarray(np.zeros((4, 4, 4), np.uint8), "RGBA").save(tmp_path / "alpha.png")
     Image.fromarray(rgb(64, 64)).save(tmp_path / "full.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:200])  # a truncated PNG
-    for name, message in {"deep.png": "16-bit", "alpha.png": "alpha", "cut.png": "truncated"}.items():
+    for name, message in {"deep.png": "16-bit", "alpha.png": "transparent", "cut.png": "truncated"}.items():
         assert main(["compress", str(tmp_path / name), str(tmp_path / "x.pmz")]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pixelmodels import viz
 from pixelmodels.cli import main
 
 TINY = [
@@ -63,11 +64,16 @@ def test_train_evaluate_sample_complete_resume(paused_run, tmp_path, capsys):
     path = tmp_path / "completions.png"
     code, out, _ = run(capsys, "complete", run_dir, "--image", image, "--keep-top", 0.5, "-n", 3, "--out", path)
     assert code == 0
-    grid = np.asarray(Image.open(path))  # input, kept part, 3 completions; 8x8 images at scale 4 + padding
-    assert grid.shape == (33 + 1, 5 * 33 + 1)
-    cells = [grid[1:33, 1 + 33 * i : 33 + 33 * i] for i in range(5)]
-    for cell in cells[2:]:
-        assert np.array_equal(cell[:16], cells[0][:16])  # the top 4 rows are the input's
+    # labelled grid: given part (hidden rows tinted), 3 completions, the input; 8x8 images at scale 4, padding 2
+    grid = np.asarray(Image.open(path)).astype(int)
+    top = viz.TEXT_HEIGHT + 2
+    assert grid.shape == (top + 32 + 2, max(5 * 34 + 2, viz.HEADER_MIN_WIDTH), 3)
+    cells = [grid[top : top + 32, 2 + 34 * i : 34 + 34 * i] for i in range(5)]
+    for cell in cells[:4]:
+        assert np.array_equal(cell[:16], cells[4][:16])  # the top 4 rows are the input's
+    hidden = cells[0][16:]
+    assert (hidden[..., 0] - hidden[..., 2] >= 150).all()  # tinted orange: never read as black
+    assert (cells[4][..., 0] == cells[4][..., 2]).all()  # the input itself is grey
 
     code, out, _ = run(capsys, "train", "--out", run_dir, "--resume")
     assert code == 0 and "test " in out and "bits/dim" in out
@@ -125,3 +131,13 @@ def test_corrupt_checkpoint_is_one_line(paused_run, tmp_path, capsys):
         assert code != 0 and len(err.strip().splitlines()) == 1 and "corrupt checkpoint" in err
     code, _, err = run(capsys, "train", "--out", run_dir, "--resume")
     assert code != 0 and "corrupt checkpoint" in err
+
+
+def test_sample_fixed_point_method_draws_the_naive_images(paused_run, tmp_path, capsys):
+    grids = []
+    for method in ("naive", "fixed_point"):
+        path = tmp_path / f"{method}.png"
+        code, _, _ = run(capsys, "sample", paused_run, "-n", 2, "--seed", 4, "--method", method, "--out", path)
+        assert code == 0
+        grids.append(np.asarray(Image.open(path)))
+    assert np.array_equal(grids[0], grids[1])

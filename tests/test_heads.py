@@ -177,6 +177,33 @@ def test_dmol_gradients_are_finite_at_the_edges():
     assert torch.isfinite(params.grad).all()
 
 
+@pytest.mark.parametrize("k", [2, 256])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dmol_gradients_are_finite_for_extreme_parameters(k, channels):
+    """Tiny and huge scales with means far outside [-1, 1], every value: finite log-probabilities and gradients.
+    (K=2 reached NaN gradients in training: its likelihood depends only on mean / scale, so the log-scale drifts
+    up until the bin-width and log1mexp gradients were inf - inf and 0 * inf.)"""
+    head = DiscretizedMixLogisticHead(channels, k, num_mixtures=1)
+    extreme_means, extreme_log_scales = [-1e3, -3.0, 0.0, 0.7, 3.0, 1e3], [-30.0, -7.0, 0.0, 20.0, 80.0, 200.0]
+    grid = torch.tensor(list(itertools.product(extreme_means, extreme_log_scales)))
+    means, log_scales = grid.repeat_interleave(2, 0).T  # (G,) each; every (mean, log-scale) pair twice
+    values = torch.tensor([0, k - 1]).repeat(len(grid))  # the two edge bins
+    if k > 2:
+        values = torch.cat([values, torch.full((len(grid),), 1), torch.full((len(grid),), k // 2)])
+        means, log_scales = means.repeat(2), log_scales.repeat(2)
+    n = len(values)
+    params = torch.zeros(n, head.num_params)
+    params[:, 1 : 1 + channels] = means[:, None]
+    params[:, 1 + channels : 1 + 2 * channels] = log_scales[:, None]
+    params[:, 1 + 2 * channels :] = 3.0  # strong channel coupling
+    params.requires_grad_(True)
+    x = values[:, None].expand(n, channels)
+    log_p = head.log_prob(params[:, :, None, None], x[:, :, None, None])
+    log_p.sum().backward()
+    assert torch.isfinite(log_p).all()
+    assert torch.isfinite(params.grad).all()
+
+
 @pytest.mark.parametrize("name", ["categorical", "dmol"])
 def test_channel_log_probs_sum_to_one_and_agree_with_log_prob(name):
     c, k = 3, 7

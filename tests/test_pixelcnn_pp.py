@@ -165,7 +165,7 @@ def test_training_lowers_the_loss():
 
 @pytest.mark.parametrize("head", ["dmol", "categorical"])
 def test_fast_sampler_params_equal_a_full_pass(head):
-    """Every step's parameters of the row-cropped sampler equal a full forward pass on the final images (the
+    """Every step's parameters of the cached sampler equal a full forward pass on the final images (the
     parameters the step's channels read: with a categorical head, later channels' logits still see zeros)."""
     model = tiny((3, 5, 3), head=head, num_classes=2).eval()
     trace = []

@@ -5,14 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 
 from pixelmodels.cli_codec import add_commands as add_codec_commands
+from pixelmodels.cli_common import (
+    ArgumentParser,
+    check_class_flag,
+    check_grid_size,
+    check_output_path,
+    device_arg,
+    error_message,
+    float_range,
+    int_range,
+    positive_int,
+    seed_int,
+)
 from pixelmodels.cli_viz import add_commands as add_viz_commands
 from pixelmodels.registry import available_models, get_model_class, hyperparameters
-from pixelmodels.training.trainer import NonFiniteLossError
+from pixelmodels.training.trainer import NonFiniteLossError, TrainingInterrupted
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -40,11 +53,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from pixelmodels import __version__
+
+    parser = ArgumentParser(
         prog="pixelmodels",
         description="Train, evaluate, sample, complete and compress images with exact-likelihood "
-        "autoregressive models.",
+        "autoregressive models. Every command, its flags and exit codes: docs/cli.md.",
     )
+    parser.add_argument("--version", action="version", version=f"pixelmodels {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser("models", help="list the registered models", description="List the registered models.")
@@ -67,14 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ----- train / evaluate / sample / complete / presets (DESIGN.md sections 5-6) ---------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from pixelmodels.training import RunConfig, apply_overrides, get_preset, train
+    from pixelmodels.training.rundir import resume_config
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     overrides = list(args.set or [])
     if args.resume:
-        config_path = Path(args.out) / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"nothing to resume in {args.out}: no config.json")
-        config = RunConfig.from_dict(json.loads(config_path.read_text()))
+        config = resume_config(args.out)  # config.json, else the copy in checkpoints/last.json
         for flag, key, saved in (
             ("--model", "model.name", config.model.name),
             ("--dataset", "data.dataset", config.data.dataset),
@@ -95,11 +109,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise ValueError(f"unknown data set {args.dataset!r}; available: {', '.join(available_datasets())}")
             overrides.insert(0, f"data.dataset={args.dataset}")
     if args.data_dir is not None:
-        overrides.append(f"data.data_dir={args.data_dir}")
+        overrides.append(f"data.data_dir={Path(args.data_dir).expanduser().resolve()}")
     config = apply_overrides(config, overrides)
-    run_dir = train(
-        config, args.out, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after, progress=None
-    )
+    try:
+        run_dir = train(
+            config, args.out, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after, progress=None
+        )
+    except TrainingInterrupted as stopped:
+        print(f"pixelmodels train: {stopped}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during data loading or the final test scoring
+        print(f"pixelmodels train: interrupted; the last checkpoint is kept, continue with: "
+              f"pixelmodels train --out {args.out} --resume", file=sys.stderr)  # fmt: skip
+        return 130
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports; the others only trained
         return 0
     results_path = run_dir / "results.json"
@@ -135,9 +157,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"the model takes {model.image_shape} with {model.num_levels}"
         )
     result = dataset_nll(model, dataset.images, dataset.labels, args.batch_size, progress=sys.stderr.isatty())
+    if not math.isfinite(result.bits_per_dim):
+        raise NonFiniteLossError(
+            f"the {args.checkpoint} checkpoint of {args.run} gives a non-finite NLL ({result.bits_per_dim}) on "
+            f"{d.dataset}/{args.split}: its weights are not usable"
+        )
     out = {**result.to_dict(), "split": args.split, "dataset": d.dataset, "step": meta["step"],
            "checkpoint": args.checkpoint, "weights": args.weights}  # fmt: skip
-    print(json.dumps(out))
+    print(json.dumps(out, allow_nan=False))
     return 0
 
 
@@ -147,10 +174,9 @@ def _load_for_sampling(args: argparse.Namespace):
     from pixelmodels.training import load_checkpoint
 
     model = load_checkpoint(args.run, args.checkpoint, args.weights, args.device)
-    if args.class_label is not None and model.num_classes is None:
-        raise ValueError(
-            f"--class needs a class-conditional model; {model.model_name!r} in {args.run} is unconditional"
-        )
+    check_class_flag(model, args.class_label)
+    if args.method == "fast" and not model.supports_fast_sampling:
+        raise ValueError(f"--method fast: {model.model_name!r} has no fast sampler; use --method naive or auto")
     generator = torch.Generator(args.device).manual_seed(args.seed)
     return model, generator
 
@@ -158,6 +184,8 @@ def _load_for_sampling(args: argparse.Namespace):
 def cmd_sample(args: argparse.Namespace) -> int:
     from pixelmodels.viz import save_grid
 
+    check_output_path(args.out)
+    check_grid_size(args.n, "-n")
     model, generator = _load_for_sampling(args)
     images = model.sample(
         args.n, cond=args.class_label, temperature=args.temperature, generator=generator, method=args.method,
@@ -170,43 +198,38 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def read_image(path: str | Path, image_shape: tuple[int, int, int], num_levels: int):
     """An image file -> (C, H, W) integer levels for a model, via ``viz.load_image`` (which also maps pictures
-    pixelmodels wrote back to their exact levels); a size other than the model's is a ValueError."""
-    from PIL import Image, UnidentifiedImageError
-
+    pixelmodels wrote back to their exact levels); a size other than the model's is an ImageFileError."""
+    from pixelmodels.imagefiles import ImageFileError, open_image
     from pixelmodels.viz import load_image
 
     c, h, w = image_shape
-    try:
-        with Image.open(path) as img:
-            size = img.size
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
     if c not in (1, 3):
         raise ValueError(f"reading image files needs a 1- or 3-channel model, this one has {c} channels")
+    size = open_image(path).size
     if size != (w, h):
-        raise ValueError(f"image {path} is {size[0]}x{size[1]} pixels; the model takes {w}x{h}")
+        raise ImageFileError(f"image {path} is {size[0]}x{size[1]} pixels; the model takes {w}x{h}")
     return load_image(path, image_shape, num_levels)
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    import torch
 
-    from pixelmodels.viz import save_grid
+    from pixelmodels.viz import keep_top_mask, save_completion_grid
 
-    if not 0.0 <= args.keep_top <= 1.0:
-        raise ValueError(f"--keep-top must be a fraction in [0, 1], got {args.keep_top}")
+    check_output_path(args.out)
+    check_grid_size(args.n, "-n")
     model, generator = _load_for_sampling(args)
-    image = read_image(args.image, model.image_shape, model.num_levels).to(args.device)  # (C, H, W)
-    rows = round(args.keep_top * model.image_shape[1])
-    known_mask = torch.zeros_like(image, dtype=torch.bool)
-    known_mask[:, :rows] = True
+    image = read_image(args.image, model.image_shape, model.num_levels)  # (C, H, W)
+    known_mask = keep_top_mask(model.image_shape, args.keep_top)  # (C, H, W) bool
     completions = model.sample(
-        args.n, cond=args.class_label, known=image, known_mask=known_mask, temperature=args.temperature,
-        generator=generator, method=args.method, progress=sys.stderr.isatty(),
+        args.n, cond=args.class_label, known=image.to(args.device), known_mask=known_mask.to(args.device),
+        temperature=args.temperature, generator=generator, method=args.method, progress=sys.stderr.isatty(),
     )  # fmt: skip
-    shown = torch.stack([image, image * known_mask])  # the input, then what the model was given
-    path = save_grid(torch.cat([shown, completions]), args.out, model.num_levels, nrow=args.n + 2)
-    print(f"wrote the input, its top {rows} rows and {args.n} completions to {path}")
+    c, h, w = model.image_shape
+    path = save_completion_grid(
+        image[None], completions.cpu()[None], known_mask, args.out, model.num_levels, scale=max(1, math.ceil(32 / h))
+    )
+    rows = int(known_mask[0, :, 0].sum())
+    print(f"wrote the top {rows} rows given (the rest tinted), {args.n} completions and the input to {path}")
     return 0
 
 
@@ -237,8 +260,13 @@ def add_training_commands(sub) -> None:
     )  # fmt: skip
     p.add_argument("--out", required=True, help="the run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    p.add_argument("--stop-after", type=int, metavar="STEP", help="pause at this step (checkpoint saved); resume later")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the pixelmodels run in --out (the old run is kept until the new one has a checkpoint)",
+    )  # fmt: skip
+    p.add_argument(
+        "--stop-after", type=positive_int, metavar="STEP", help="pause at this step (checkpoint saved); resume later"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress lines")
     p.set_defaults(func=cmd_train)
 
@@ -246,7 +274,7 @@ def add_training_commands(sub) -> None:
         p.add_argument("run", help="a run directory (or a checkpoint JSON file)")
         p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint (best)")
         p.add_argument("--weights", choices=["ema", "raw"], default="ema", help="EMA (default) or raw weights")
-        p.add_argument("--device", default="cpu", help="torch device (cpu)")
+        p.add_argument("--device", type=device_arg, default="cpu", help="torch device: cpu, cuda, cuda:N, mps (cpu)")
 
     p = sub.add_parser(
         "evaluate", help="exact NLL and bits/dim of a run on a split (JSON)",
@@ -256,33 +284,49 @@ def add_training_commands(sub) -> None:
     run_options(p)
     p.add_argument("--split", default="test", help="train, valid or test (default test)")
     p.add_argument("--data-dir", help="where the data files are (default: the run's, else $PIXELMODELS_DATA)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default 256)")
     p.set_defaults(func=cmd_evaluate)
 
     def sampling_options(p: argparse.ArgumentParser, default_n: int) -> None:
-        p.add_argument("-n", type=int, default=default_n, help=f"number of images (default {default_n})")
+        p.add_argument(
+            "-n", type=positive_int, default=default_n, help=f"number of images, at most 1024 (default {default_n})"
+        )
         p.add_argument("--out", required=True, help="output PNG grid")
-        p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same images (default 0)")
-        p.add_argument("--class", dest="class_label", type=int, help="class label, for class-conditional models")
-        p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; < 1 is more conservative")
-        p.add_argument("--method", choices=["auto", "naive", "fast"], default="auto", help="sampler (auto)")
+        p.add_argument("--seed", type=seed_int, default=0, help="random seed: same seed, same images (default 0)")
+        p.add_argument(
+            "--class", dest="class_label", type=int_range(0), help="class label, for class-conditional models"
+        )
+        p.add_argument(
+            "--temperature", type=float_range(0.0, low_inclusive=False), default=1.0,
+            help="divides the logits; < 1 is more conservative (default 1)",
+        )  # fmt: skip
+        p.add_argument(
+            "--method",
+            choices=["auto", "naive", "fast", "fixed_point"],
+            default="auto",
+            help="sampler: naive (full network per step), fast (cached), fixed_point (parallel Jacobi iterations, "
+            "same images as naive); auto: fast when the model has one (default)",
+        )
 
     p = sub.add_parser("sample", help="draw samples from a run into a PNG grid", description="Draw samples.")
     run_options(p)
     sampling_options(p, 64)
-    p.add_argument("--nrow", type=int, help="images per grid row (default: square)")
+    p.add_argument("--nrow", type=positive_int, help="images per grid row (default: square)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
         "complete", help="complete the bottom of an image",
-        description="Keep the top rows of an image and sample the rest; the grid shows the input, the kept "
-        "part, then the completions.",
+        description="Keep the top rows of an image and sample the rest. The grid is labelled: the given part "
+        "(the hidden rows tinted orange), the completions, then the input.",
     )  # fmt: skip
     run_options(p)
     p.add_argument(
         "--image", required=True, help="a PNG/JPEG of the model's size; converted to its channels and levels"
     )
-    p.add_argument("--keep-top", type=float, default=0.5, help="fraction of rows kept from the top (default 0.5)")
+    p.add_argument(
+        "--keep-top", type=float_range(0.0, 1.0, high_inclusive=False), default=0.5,
+        help="fraction of rows given from the top, in [0, 1) (default 0.5)",
+    )  # fmt: skip
     sampling_options(p, 8)
     p.set_defaults(func=cmd_complete)
 
@@ -292,13 +336,22 @@ def add_training_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input is one line on stderr and exit status 2, Ctrl-C exit status 130 (docs/cli.md)."""
+    import torch
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a one-line argument error (ArgumentParser.error)
+        return done.code if isinstance(done.code, int) else 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as err:
-        print(f"pixelmodels {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, NonFiniteLossError, MemoryError, torch.OutOfMemoryError) as err:
+        print(f"pixelmodels {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pixelmodels {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

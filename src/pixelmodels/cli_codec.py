@@ -131,11 +131,10 @@ def check_output(path: str, suffixes: tuple[str, ...], force: bool, inputs: list
 
 
 def read_images(paths: list[str], num_levels: int) -> list[np.ndarray]:
-    """Image files (8-bit grey or RGB; palette and 1-bit images as RGB / grey) or one .npy of levels ->
-    (C, H, W) levels. RGBA, 16-bit and truncated files are refused with a one-line message."""
-    from PIL import Image, UnidentifiedImageError
-
-    from pixelmodels.imagefiles import levels_from_pixels
+    """Image files or one .npy of levels -> (C, H, W) levels. Files are read by ``imagefiles.open_image`` (the
+    rule of every command: 8-bit grey / RGB / palette / 1-bit; an alpha channel only if every pixel is opaque;
+    16-bit, transparent and truncated files are one-line errors)."""
+    from pixelmodels.imagefiles import levels_from_pixels, open_image
 
     if len(paths) == 1 and paths[0].lower().endswith(".npy"):
         arr = np.load(paths[0], allow_pickle=False)
@@ -148,19 +147,7 @@ def read_images(paths: list[str], num_levels: int) -> list[np.ndarray]:
         raise ValueError(f"a {num_levels}-level model needs a .npy of levels: 8-bit image files cannot hold them")
     images = []
     for path in paths:
-        if Path(path).is_dir():
-            raise ValueError(f"{path} is a directory, not an image (a run goes in --model)")
-        try:
-            with Image.open(path) as img:
-                if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-                    raise ValueError(f"{path}: has an alpha channel; the codec stores grey or RGB images only")
-                if img.mode in ("I;16", "I;16B", "I;16L", "I", "F") or img.mode.startswith("I;16"):
-                    raise ValueError(f"{path}: is a {img.mode} (16-bit or float) image; the codec stores 8-bit only")
-                if img.mode not in ("L", "RGB"):
-                    img = img.convert("L" if img.mode == "1" else "RGB")
-                arr = np.asarray(img)
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"{path}: not an image file this codec can read ({err})") from None
+        arr = np.asarray(open_image(path))  # 8-bit L or RGB, decoded in full; 16-bit, transparent, truncated: errors
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
         images.append(arr.astype(np.int64) if num_levels == 256 else levels_from_pixels(arr, num_levels))
     return images

@@ -7,19 +7,30 @@ import json
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from pixelmodels import explain, viz
+from pixelmodels.cli_common import (
+    check_class_flag,
+    check_grid_size,
+    check_output_path,
+    int_range,
+    positive_int,
+    seed_int,
+)
 from pixelmodels.ordering import rank_map
 from pixelmodels.registry import build
 
+NLL_MAP_BATCH = 16  # images per forward pass of nll-map (bounds memory; one progress step each)
 
-def parse_ints(text: str, count: int, what: str) -> tuple[int, ...]:
+
+def parse_ints(text: str, count: int, what: str, low: int = 0) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != count:
-        raise argparse.ArgumentTypeError(f"{what} must be {count} comma-separated integers, got {text!r}")
+    if len(values) != count or min(values) < low:
+        raise argparse.ArgumentTypeError(f"{what} must be {count} comma-separated integers >= {low}, got {text!r}")
     return values
 
 
@@ -29,11 +40,13 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-shape",
         default=(1, 28, 28),
-        type=lambda s: parse_ints(s, 3, "--image-shape"),
+        type=lambda s: parse_ints(s, 3, "--image-shape", low=1),
         metavar="C,H,W",
         help="image shape for --model (default 1,28,28)",
     )
-    p.add_argument("--levels", type=int, default=2, metavar="K", help="values per sub-pixel for --model (default 2)")
+    p.add_argument(
+        "--levels", type=int_range(2), default=2, metavar="K", help="values per sub-pixel for --model (default 2)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -41,7 +54,13 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a hyper-parameter of --model, e.g. --set num_layers=3 (repeatable; values are JSON or strings)",
     )
-    p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of RUN (default best)")
+    add_checkpoint_flag(p)
+
+
+def add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint best|last``, as in evaluate / sample / complete; ``--which`` is its old, hidden spelling."""
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="checkpoint of RUN (default best)")
+    p.add_argument("--which", dest="checkpoint", choices=["best", "last"], help=argparse.SUPPRESS)
 
 
 def load_model(args: argparse.Namespace):
@@ -65,15 +84,22 @@ def load_model(args: argparse.Namespace):
 
     if not hasattr(pixelmodels, "load_checkpoint"):
         raise ValueError("this installation cannot load run directories (pixelmodels.load_checkpoint is missing)")
-    return pixelmodels.load_checkpoint(args.run, which=args.which), Path(args.run)
+    return pixelmodels.load_checkpoint(args.run, which=args.checkpoint), Path(args.run)
 
 
 def _position(model, args) -> tuple[int, int]:
+    """``--position`` (default: the centre) and ``--channel``, checked against the model's image."""
     c, h, w = model.image_shape
+    if args.channel >= c:
+        raise ValueError(f"--channel {args.channel}: the model's images have channels 0..{c - 1}")
+    if args.position is not None and not (args.position[0] < h and args.position[1] < w):
+        raise ValueError(f"--position {args.position[0]},{args.position[1]} is outside the {h}x{w} image")
     return args.position if args.position is not None else (h // 2, w // 2)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_path(args.out)
     model, _ = load_model(args)
     position = _position(model, args)
     magnitude = explain.receptive_field(model, position, args.channel)
@@ -89,6 +115,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_nll_map(args: argparse.Namespace) -> int:
     if (args.image is None) == (args.split is None):
         raise ValueError("give images with --image, or --split SPLIT to take them from the run's data set")
+    check_output_path(args.out)
+    check_grid_size(len(args.image or []) or args.count, "-n")
     model, run = load_model(args)
     cond = None
     if args.image is not None:
@@ -99,17 +127,20 @@ def cmd_nll_map(args: argparse.Namespace) -> int:
 
         if run is None:
             raise ValueError("--split needs a run directory (its data set), not --model")
-        if args.count < 1:
-            raise ValueError(f"-n must be >= 1, got {args.count}")
-        ds = run_dataset(read_run_config(run), args.split)
+        ds = run_dataset(read_run_config(run), args.split, args.data_dir)
         idx = spread(len(ds), args.count)
         x = ds.images[idx].long()
         names = [f"{ds.name} {args.split} #{i}" for i in idx.tolist()]
         if model.num_classes and ds.labels is not None:
             cond = ds.labels[idx]
     if args.class_label is not None:
+        check_class_flag(model, args.class_label)
         cond = torch.full((len(x),), args.class_label)
-    nll = explain.nll_map(model, x, cond)  # (B, H, W) bits
+    chunks = range(0, len(x), NLL_MAP_BATCH)
+    nll = torch.cat([
+        explain.nll_map(model, x[i : i + NLL_MAP_BATCH], None if cond is None else cond[i : i + NLL_MAP_BATCH])
+        for i in tqdm(chunks, desc="nll-map", disable=None if len(chunks) > 1 else True, leave=False)
+    ])  # fmt: skip  # (B, H, W) bits
     for name, bits in zip(names, nll, strict=True):
         print(f"{name}: {bits.sum().item() / model.num_dims:.4f} bits/dim")
     print(f"mean: {nll.sum().item() / (len(x) * model.num_dims):.4f} bits/dim")
@@ -128,9 +159,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pixelmodels.report import report
 
-    if args.samples < 1:
-        raise ValueError(f"--samples must be >= 1, got {args.samples}")
-    out = report(args.run, args.out, num_samples=args.samples, seed=args.seed, split=args.split)
+    check_grid_size(args.samples, "--samples")
+    if args.out:
+        check_output_path(args.out, (".md",))
+    out = report(
+        args.run, args.out, num_samples=args.samples, seed=args.seed, split=args.split, which=args.checkpoint,
+        data_dir=args.data_dir,
+    )  # fmt: skip
     print(f"wrote {out} and {out.with_suffix('.html')}")
     return 0
 
@@ -151,7 +186,7 @@ def add_commands(sub) -> None:
         metavar="H,W",
         help="the target pixel (default: the centre)",
     )
-    p.add_argument("--channel", type=int, default=0, help="the target channel (default 0)")
+    p.add_argument("--channel", type=int_range(0), default=0, help="the target channel (default 0)")
     p.add_argument("--out", metavar="PNG", help="write the receptive-field picture here")
     p.set_defaults(func=cmd_inspect)
 
@@ -167,9 +202,10 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--split", help="instead of --image: take -n images spread evenly over this split of the run's data set"
     )
-    p.add_argument("-n", dest="count", type=int, default=4, help="how many images of --split (default 4)")
+    p.add_argument("-n", dest="count", type=positive_int, default=4, help="how many images of --split (default 4)")
+    p.add_argument("--data-dir", help="where the run's data set is (default: the run's, else $PIXELMODELS_DATA)")
     p.add_argument("--resize", action="store_true", help="resize images of another size to the model's")
-    p.add_argument("--class", dest="class_label", type=int, help="class label for a class-conditional model")
+    p.add_argument("--class", dest="class_label", type=int_range(0), help="class label for a class-conditional model")
     p.add_argument("--out", required=True, metavar="PNG", help="where to write the heat maps")
     p.set_defaults(func=cmd_nll_map)
 
@@ -191,7 +227,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("run", help="the run directory")
     p.add_argument("--out", metavar="MD", help="where to write the page (default RUN/report.md)")
-    p.add_argument("--samples", type=int, default=16, help="samples in the grid (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--samples", type=positive_int, default=16, help="samples in the grid, at most 1024 (default 16)")
+    p.add_argument("--seed", type=seed_int, default=0, help="sampling seed (default 0)")
     p.add_argument("--split", default="test", help="held-out images for completions and NLL maps (default test)")
+    p.add_argument("--data-dir", help="where the run's data set is (default: the run's, else $PIXELMODELS_DATA)")
+    add_checkpoint_flag(p)
     p.set_defaults(func=cmd_report)

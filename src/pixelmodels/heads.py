@@ -23,11 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def gumbel_noise(u: torch.Tensor) -> torch.Tensor:
+    """Uniform draws -> standard Gumbel noise, -log(-log u) (clamped so both logs stay finite)."""
+    return -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+
+
 def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample from softmax(logits) over the last axis with explicit uniform noise (reproducible per seed)."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
-    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
-    return torch.argmax(logits.float() + gumbel, dim=-1)
+    return torch.argmax(logits.float() + gumbel_noise(u), dim=-1)
 
 
 class Head(nn.Module):
@@ -54,8 +58,28 @@ class Head(nn.Module):
         keep: torch.Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        noise: list[tuple[torch.Tensor, ...]] | None = None,
     ) -> torch.Tensor:
+        """``noise``: draws made ahead, ``prepare_noise(noise(...))``, used instead of drawing from ``generator``."""
         raise NotImplementedError
+
+    def noise_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Per channel drawn, the per-pixel shapes of the uniform tensors ``sample`` draws, in its order."""
+        raise NotImplementedError
+
+    def noise(self, n: int, channels: Sequence[int], generator=None, device=None) -> list[tuple[torch.Tensor, ...]]:
+        """The uniform draws ``sample`` makes for ``n`` pixels and these channels, in the order it makes them: one
+        tuple of float32 tensors (n, *shape) per channel. Drawn ahead of time they let a sampler fix the
+        randomness of every step (the fixed-point sampler) and still match ancestral sampling seed for seed."""
+        shapes = self.noise_shapes()
+        return [
+            tuple(torch.rand(n, *shape, generator=generator, device=device, dtype=torch.float32) for shape in shapes)
+            for _ in channels
+        ]
+
+    def prepare_noise(self, noise: list[tuple[torch.Tensor, ...]]) -> list[tuple[torch.Tensor, ...]]:
+        """Uniform draws (``noise``) -> the form ``sample`` consumes (e.g. Gumbel noise), computed once."""
+        return noise
 
     def param_indices(self, channel: int) -> list[int]:
         raise NotImplementedError
@@ -79,11 +103,19 @@ class CategoricalHead(Head):
         logp = F.log_softmax(self.logits(params).float(), dim=2)
         return logp.gather(2, x.long().unsqueeze(2)).squeeze(2)  # (B, C, H, W)
 
-    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None):
+    def noise_shapes(self):
+        return ((self.num_levels,),)  # Gumbel noise over the K values
+
+    def prepare_noise(self, noise):
+        return [(gumbel_noise(u),) for (u,) in noise]
+
+    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None, noise=None):
         out = x.clone()
         logits = params.view(params.shape[0], self.num_channels, self.num_levels)  # (B, C, K)
-        for c in channels:
-            drawn = gumbel_argmax(logits[:, c] / temperature, generator)
+        if noise is None:
+            noise = self.prepare_noise(self.noise(params.shape[0], channels, generator, params.device))
+        for c, (gumbel,) in zip(channels, noise, strict=True):
+            drawn = torch.argmax(logits[:, c].float() / temperature + gumbel, dim=-1)
             out[:, c] = drawn if keep is None else torch.where(keep[:, c], x[:, c], drawn)
         return out
 
@@ -115,8 +147,15 @@ def dmol_num_params(num_channels: int, num_mixtures: int) -> int:
 
 
 def log1mexp(a: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(-a)) for a > 0, accurate for small and large a (Maechler 2012, "Accurately computing ...")."""
-    return torch.where(a < math.log(2.0), torch.log(-torch.expm1(-a)), torch.log1p(-torch.exp(-a)))
+    """log(1 - exp(-a)) for a > 0, accurate for small and large a (Maechler 2012, "Accurately computing ...").
+
+    Each branch of the ``where`` gets only inputs where it is finite: ``torch.where`` multiplies the gradient of
+    the branch it does not pick by 0, and 0 * inf (``log1p(-exp(-a))`` at a ~ 1e-8) would be NaN.
+    """
+    small = a < math.log(2.0)
+    a_small = torch.where(small, a, torch.ones_like(a))
+    a_large = torch.where(small, torch.ones_like(a), a)
+    return torch.where(small, torch.log(-torch.expm1(-a_small)), torch.log1p(-torch.exp(-a_large)))
 
 
 class DiscretizedMixLogisticHead(Head):
@@ -197,7 +236,9 @@ class DiscretizedMixLogisticHead(Head):
         # tails, where the subtraction cancels), switches to the density at the bin centre times the bin width.
         # The log-space identity stays exact in the tails; only a bin narrower than the smallest float in logistic
         # units (log-scale > ~80) still needs that fallback, and there the density is flat across the bin.
-        bin_width = plus_in - min_in  # = 2/(K-1)/s > 0
+        # 2/(K-1)/s directly, not plus_in - min_in: with a mean far from the bin and a large scale, the gradient of
+        # that difference is inf - inf (K=2 drifts there: its likelihood depends only on mean/s).
+        bin_width = inv_scale * (2.0 * half_width)
         tiny = torch.finfo(bin_width.dtype).tiny
         log_delta = log_cdf_plus + log_one_minus_cdf_min + log1mexp(bin_width.clamp(min=tiny))
         mid_in = inv_scale * centred
@@ -247,7 +288,18 @@ class DiscretizedMixLogisticHead(Head):
             per_value = torch.where(bin_width > tiny, per_value, self.bin_log_prob(values, mean, log_scale))
         return torch.logsumexp(log_posterior.unsqueeze(1) + per_value, dim=-1)  # (B, K)
 
-    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None):
+    def noise_shapes(self):
+        return ((self.num_mixtures,), ())  # Gumbel noise for the component, then the logistic draw
+
+    def prepare_noise(self, noise):
+        """Gumbel noise for the component; a standard logistic draw log(u) - log(1 - u) by the inverse CDF."""
+        prepared = []
+        for u_component, u in noise:
+            u = u.clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS)
+            prepared.append((gumbel_noise(u_component), torch.log(u) - torch.log1p(-u)))
+        return prepared
+
+    def sample(self, params, x, channels, keep=None, temperature=1.0, generator=None, noise=None):
         """Draw the channels in order, mirroring ``bin_log_prob`` (openai ``sample_from_discretized_mix_logistic``):
         a component from its posterior given the pixel's earlier channels, a logistic draw by the inverse CDF,
         then the bin it falls in (values beyond the edge bins clip to 0 or K-1, exactly the edge bins' mass).
@@ -256,17 +308,17 @@ class DiscretizedMixLogisticHead(Head):
         """
         out = x.clone()
         k = self.num_levels
-        for c in channels:
+        if noise is None:
+            noise = self.prepare_noise(self.noise(params.shape[0], channels, generator, params.device))
+        for c, (gumbel, logistic) in zip(channels, noise, strict=True):
             log_weights, means, log_scales = self.mixture(params, out)  # means of channel c read out[:, :c]
             log_posterior = log_weights + self.bin_log_prob(
                 out[:, :c].unsqueeze(-1), means[:, :c], log_scales[:, :c]
             ).sum(dim=1)  # (B, M)
-            component = gumbel_argmax(log_posterior / temperature, generator).unsqueeze(-1)  # (B, 1)
+            component = torch.argmax(log_posterior.float() / temperature + gumbel, dim=-1).unsqueeze(-1)  # (B, 1)
             mean = means[:, c].gather(1, component).squeeze(1)  # (B,)
             scale = torch.exp(log_scales[:, c].gather(1, component).squeeze(1)) * temperature  # (B,)
-            u = torch.rand(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
-            u = u.clamp(UNIFORM_EPS, 1.0 - UNIFORM_EPS).to(mean.dtype)
-            y = mean + scale * (torch.log(u) - torch.log1p(-u))  # a logistic draw on the [-1, 1] scale
+            y = mean + scale * logistic.to(mean.dtype)  # a logistic draw on the [-1, 1] scale
             drawn = torch.floor((y + 1.0) * ((k - 1) / 2.0) + 0.5).clamp(0, k - 1).long()
             out[:, c] = drawn if keep is None else torch.where(keep[:, c], x[:, c], drawn)
         return out

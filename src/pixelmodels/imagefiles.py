@@ -1,13 +1,59 @@
-"""Image files <-> integer level tensors, for the command line (compress / decompress).
+"""Image files <-> integer level tensors, for the command line (compress / decompress, and through
+``open_image`` every command that reads an image: complete, nll-map).
 
 8-bit files hold K-level images as ``round(l 255 / (K-1))``; reading refuses values off that grid, since a
 lossless codec must give back exactly what it read.
+
+What is read (``open_image``): 8-bit grey, RGB, palette and 1-bit files, fully decoded (a truncated file is an
+error, not a half-black image). An alpha channel is dropped when every pixel is opaque; any transparent pixel is
+refused (what it should show is the user's call). 16-bit and float images are refused rather than clipped to 8
+bits; a model with more than 256 levels reads a ``.npy`` of levels instead. Every refusal is an
+``ImageFileError`` (a ``ValueError``) whose message names the file; a missing file is a ``FileNotFoundError``.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+
+#: Pillow modes of more than 8 bits per channel: converting them to "L" clamps, so they are refused.
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+class ImageFileError(ValueError):
+    """An image file that cannot be read exactly: not an image, truncated, 16-bit, transparent, or the wrong size."""
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image file; returns a PIL image in mode "L" (grey) or "RGB".
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ImageFileError: anything else that cannot be read exactly (see the module docstring).
+    """
+    try:
+        img = Image.open(path)
+        img.load()  # decode now: a truncated file fails here, not later with a traceback
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageFileError(f"{path} is a directory, not an image file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageFileError(f"cannot read image {path}: {err}") from None
+    if img.mode in WIDE_MODES:
+        raise ImageFileError(
+            f"{path} is a {'16-bit' if '16' in img.mode else '32-bit'} image (mode {img.mode}); pixelmodels reads "
+            f"8-bit images only and will not clip it: convert it to 8 bits, or give a .npy of levels"
+        )
+    if "A" in img.getbands() or "transparency" in img.info:
+        with_alpha = img.convert("RGBA" if img.mode in ("RGB", "RGBA", "P", "PA") else "LA")
+        if (np.asarray(with_alpha.getchannel("A")) != 255).any():
+            raise ImageFileError(f"{path} has transparent pixels; give an opaque grey or RGB image")
+        img = with_alpha.convert("RGB" if with_alpha.mode == "RGBA" else "L")
+    return img if img.mode in ("L", "RGB") else img.convert("RGB" if len(img.getbands()) >= 3 else "L")
 
 
 def levels_from_pixels(pixels: np.ndarray, num_levels: int) -> np.ndarray:
@@ -30,8 +76,6 @@ def pixels_from_levels(levels: np.ndarray, num_levels: int) -> np.ndarray:
 
 def read_image_files(paths: list[str], image_shape: tuple[int, int, int], num_levels: int) -> torch.Tensor:
     """Read PNG/other image files (8-bit grey or RGB) or one ``.npy`` of levels into (N, C, H, W) int64 levels."""
-    from PIL import Image, UnidentifiedImageError
-
     c, h, w = image_shape
     if len(paths) == 1 and str(paths[0]).endswith(".npy"):
         arr = np.load(paths[0], allow_pickle=False)
@@ -43,30 +87,19 @@ def read_image_files(paths: list[str], image_shape: tuple[int, int, int], num_le
             raise ValueError(f"{paths[0]}: expected an integer array of levels, got dtype {arr.dtype}")
         return torch.from_numpy(arr.astype(np.int64))
     if num_levels > 256:
-        raise ValueError(f"a {num_levels}-level model needs a .npy of levels: 8-bit image files cannot hold them")
+        raise ImageFileError(f"a {num_levels}-level model needs a .npy of levels: 8-bit image files cannot hold them")
     images = []
     for path in paths:
-        try:
-            img = Image.open(path)
-        except (UnidentifiedImageError, IsADirectoryError) as err:
-            raise ValueError(f"{path}: not an image file this codec can read ({err})") from err
-        with img:
-            if img.mode in ("LA", "RGBA", "PA"):
-                alpha = np.asarray(img.getchannel("A"))
-                if (alpha != 255).any():
-                    raise ValueError(f"{path}: has transparent pixels; the codec stores grey or RGB only")
-            if img.mode not in ("L", "RGB"):
-                img = img.convert("L" if img.mode in ("1", "LA", "I;16") else "RGB")
-            arr = np.asarray(img)  # (H, W) or (H, W, 3)
+        arr = np.asarray(open_image(path))  # (H, W) or (H, W, 3)
         arr = arr[:, :, None] if arr.ndim == 2 else arr
         if c == 1 and arr.shape[2] == 3:
             if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-                raise ValueError(f"{path}: is a colour image; the model is for grey images")
+                raise ImageFileError(f"{path}: is a colour image; the model is for grey images")
             arr = arr[..., :1]
         if c == 3 and arr.shape[2] == 1:
             arr = np.repeat(arr, 3, axis=2)
         if arr.shape[:2] != (h, w):
-            raise ValueError(f"{path}: is {arr.shape[1]}x{arr.shape[0]} pixels; the model takes {w}x{h}")
+            raise ImageFileError(f"{path}: is {arr.shape[1]}x{arr.shape[0]} pixels; the model takes {w}x{h}")
         images.append(levels_from_pixels(arr.transpose(2, 0, 1), num_levels))
     return torch.from_numpy(np.stack(images))
 

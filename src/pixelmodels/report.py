@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from pixelmodels import explain, viz
 from pixelmodels.ordering import rank_map
@@ -144,8 +145,12 @@ def write_report(
     num_samples: int = 16,
     num_completions: int = 4,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> Path:
-    """Write ``out`` (a .md file), its pictures in ``<stem>_files/`` and a self-contained ``<stem>.html``."""
+    """Write ``out`` (a .md file), its pictures in ``<stem>_files/`` and a self-contained ``<stem>.html``.
+
+    ``progress``: a bar over the stages (samples, completions and NLL maps, receptive field); default: on a
+    terminal."""
     out = Path(out)
     if out.suffix != ".md":
         raise ValueError(f"the report must be a .md file, got {str(out)!r}")
@@ -169,6 +174,7 @@ def write_report(
         path = viz.plot_curves(curves, files / "curves.png", title=info.title)
         sections.append(("Training curves", [("bits/dim vs step and vs wall-clock time", path)]))
 
+    bar = tqdm(total=3, desc="report", disable=None if progress is None else not progress, leave=False)
     gen = torch.Generator().manual_seed(seed)
     if model.num_classes:
         per_class = max(1, min(8, num_samples // 2))
@@ -180,6 +186,7 @@ def write_report(
         path = viz.save_grid(samples, files / "samples.png", k, nrow=8, scale=scale, padding=2)
         sections.append(("Samples", [(f"{num_samples} samples, seed {seed}, temperature 1", path)]))
 
+    bar.update()
     if info.images is not None:
         images = info.images[:4].long()
         cond = None if info.labels is None or not model.num_classes else info.labels[:4]
@@ -194,6 +201,7 @@ def write_report(
         )
         sections.append(("Where the model is surprised", [("per-pixel NLL in bits (all channels)", path_n)]))
 
+    bar.update()
     position = (h // 2, w // 2)
     magnitude = explain.receptive_field(model, position)
     context = explain.context_mask(model, position)
@@ -202,6 +210,8 @@ def write_report(
     )
     field_text = str(explain.summarize_field(magnitude, context, position))
     sections.append(("Receptive field", [(f"channel 0 at {position}: {field_text}", path)]))
+    bar.update()
+    bar.close()
     if info.config is not None:
         sections.append(("Config", ["```json\n" + json.dumps(info.config, indent=2, sort_keys=True) + "\n```"]))
 
@@ -261,15 +271,18 @@ def report(
     seed: int = 0,
     split: str = "test",
     which: str = "best",
+    data_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write the results page of a run: ``RUN/report.md`` (+ ``report_files/``) and ``RUN/report.html``.
 
     Reads ``config.json``, ``metrics.jsonl``, ``results.json`` and the ``which`` checkpoint; takes four
     ``split`` images of the run's data set for completions and NLL maps (skipped, with a note, when the data
-    set cannot be loaded here).
+    set cannot be loaded here; an unknown ``split`` is a ValueError). ``data_dir`` overrides the run's.
     """
     import pixelmodels
+    from pixelmodels.data.dataset import parse_split
 
+    parse_split(split)  # a typo is an error, not a report without completions
     run_dir = _check_run_dir(run_dir)
     model = pixelmodels.load_checkpoint(run_dir, which=which)
     config = _read_json(run_dir / "config.json")
@@ -289,7 +302,7 @@ def report(
     if config and isinstance(config.get("data"), dict):
         info.facts["data set"] = config["data"].get("dataset")
         try:
-            ds = run_dataset(config, split)
+            ds = run_dataset(config, split, data_dir)
             idx = spread(len(ds), 4)
             info.images, info.images_source = ds.images[idx], f"{ds.name} {split}"
             info.labels = None if ds.labels is None else ds.labels[idx]
@@ -310,15 +323,15 @@ def spread(total: int, n: int) -> torch.Tensor:
     return torch.linspace(0, total - 1, n).round().long().unique()
 
 
-def run_dataset(config: dict | None, split: str):
-    """The ``split`` of a run's data set, as its config (``config.json``) describes it."""
+def run_dataset(config: dict | None, split: str, data_dir: str | os.PathLike | None = None):
+    """The ``split`` of a run's data set, as its config (``config.json``) describes it (``data_dir``: elsewhere)."""
     if not config or not isinstance(config.get("data"), dict) or "dataset" not in config["data"]:
         raise ValueError("the run has no data config (config.json) to take images from")
     from pixelmodels.data import load_dataset
 
     data = config["data"]
     return load_dataset(
-        data["dataset"], split, data_dir=data.get("data_dir"), num_levels=data.get("num_levels"),
+        data["dataset"], split, data_dir=data_dir or data.get("data_dir"), num_levels=data.get("num_levels"),
         **data.get("options", {}),
     )  # fmt: skip
 

@@ -7,10 +7,20 @@ for joint heads). It is the reference the fast, cached samplers are checked agai
 the model supplies ``pixel_fn`` (the head parameters at one pixel, computed from its layers' caches, see
 ``pixelmodels.nn.cache``), ``commit_fn`` (stores a finished pixel's values in the caches of the layers that
 read the image) and optionally ``row_fn`` (work done once per row, e.g. a vertical stack).
+
+``fixed_point_sample`` solves the same triangular system in parallel (Song et al. 2021, "Accelerating
+Feedforward Computation via Parallel Nonlinear Equation Solving", ICML, section 3): every step's randomness is
+drawn ahead of time (``head.noise``, in the order the ancestral sampler draws it), then Jacobi iterations update
+every position at once from one full forward pass on the previous iterate. Ancestral sampling with that noise
+is the system's unique fixed point and step t is final after t iterations, so it stops after at most one
+iteration per step, and usually far fewer once the iterate stops changing. It needs only ``network`` and the
+head, so it works for every model whose network emits one head's parameters per pixel.
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Callable
 
 import torch
@@ -100,3 +110,133 @@ def cached_sample(
         if last_step_of_pixel[index]:
             commit_fn(model.scale_input(x[:, :, h, w]), h, w)
     return x
+
+
+@torch.no_grad()
+def fixed_point_sample(
+    model,
+    n: int,
+    cond=None,
+    known=None,
+    known_mask=None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    max_iterations: int | None = None,
+    block_rows: int | None = None,
+    stats: dict | None = None,
+) -> torch.Tensor:
+    """Jacobi fixed-point iteration (module docstring): the same images as ``naive_sample`` with the same seed.
+
+    Args:
+        max_iterations: stop after this many forward passes in all, even if not converged (None: no cap; the
+            result is exact after one pass per step).
+        block_rows: Gauss-Seidel over blocks of rows (raster orders only): Jacobi on the steps of rows
+            [r, r + block_rows) until that block stops changing, then the next block; for a ``row_croppable``
+            model the network runs on rows 0 .. r + block_rows - 1 only (rows below cannot change them), for
+            others on the whole image. None: one block, the image.
+        stats: if a dict, gets ``iterations`` (forward passes run), ``work`` (the same counted in full-image
+            passes: a pass on the first r of H rows counts r / H) and ``converged`` (every block stopped changing
+            or was final).
+    """
+    if not model.supports_fixed_point:
+        raise ValueError(f"model {model.model_name!r} cannot be sampled by fixed-point iteration; use 'naive'")
+    device = next(model.parameters()).device
+    c, height, width = model.image_shape
+    order = model.order()
+    if block_rows is not None:
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be a positive int, got {block_rows}")
+        check_raster(order, height, width)
+    noise = _step_noise(model.head, order, n, generator, device)  # [channel][part]: (steps, n, *shape)
+    flat_mask = None if known_mask is None else known_mask.permute(0, 2, 3, 1).reshape(n, height * width, c)
+    x = initial_canvas(model, n, known, known_mask, device).permute(0, 2, 3, 1).reshape(n, height * width, c)
+    rows = height if block_rows is None else block_rows
+    iterations, work, converged = 0, 0.0, True
+    bar = tqdm(total=len(order), disable=not progress, desc="fixed-point steps final", leave=False)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        seen_rows = bottom if model.row_croppable else height  # the rows the network runs on
+        indices = [k for k, step in enumerate(order) if top <= step.h < bottom] if block_rows else range(len(order))
+        batches = _batches(model.head, order, indices, noise, flat_mask, width, seen_rows, device)
+        block_cond = _crop_rows(cond, seen_rows, height)
+        done = False
+        for _ in range(len(indices)):  # step t of the block is final after t passes
+            if max_iterations is not None and iterations >= max_iterations:
+                break
+            image = x[:, : seen_rows * width].view(n, seen_rows, width, c).permute(0, 3, 1, 2).contiguous()
+            params = model.network(model.scale_input(image), block_cond).float()  # (n, P, b, W)
+            params = params.permute(0, 2, 3, 1).contiguous().view(n, seen_rows * width, -1)  # (n, b*W, P)
+            new = x.clone()
+            seen, written = x[:, : seen_rows * width], new[:, : seen_rows * width]  # views: (n, b*W, C)
+            for channels, pixels, stacked, keep in batches:
+                current = _gather(seen, pixels)  # (n, S, C)
+                p, size = _gather(params, pixels).flatten(0, 1), current.shape[1]  # (n*S, P)
+                drawn = model.head.sample(p, current.flatten(0, 1), channels, keep, temperature, noise=stacked)
+                drawn = drawn.view(n, size, c)[:, :, list(channels)]  # (n, S, len(channels))
+                if pixels is None:
+                    written[:, :, list(channels)] = drawn
+                else:
+                    written[:, pixels[:, None], torch.tensor(channels, device=device)] = drawn
+            iterations, work = iterations + 1, work + seen_rows / height
+            done = torch.equal(new, x)
+            x = new
+            if done:
+                break
+        else:
+            done = True  # as many passes as steps: final
+        converged = converged and done
+        bar.update(len(indices))
+    bar.close()
+    if stats is not None:
+        stats.update(iterations=iterations, work=work, converged=converged)
+    return x.view(n, height, width, c).permute(0, 3, 1, 2).contiguous()  # (n, C, H, W)
+
+
+def _batches(head, order, indices, noise, flat_mask, width: int, rows: int, device) -> list[tuple]:
+    """The listed steps grouped by the channels they draw: (channels, pixels (S,) or None for all ``rows * width``
+    in raster order, their prepared noise (n*S, ...), their ``keep`` mask (n*S, C) or None). Everything is
+    pixel-major (n, pixels, ...), images first."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for index in indices:
+        groups[order[index].channels].append(index)
+    batches = []
+    for channels, steps in groups.items():
+        pixels = torch.tensor([order[k].h * width + order[k].w for k in steps], device=device)
+        pixels = None if torch.equal(pixels, torch.arange(rows * width, device=device)) else pixels
+        steps = torch.tensor(steps, device=device)
+        stacked = [tuple(part[steps].transpose(0, 1).flatten(0, 1) for part in parts) for parts in noise]
+        keep = None if flat_mask is None else _gather(flat_mask[:, : rows * width], pixels).flatten(0, 1)
+        batches.append((channels, pixels, head.prepare_noise(stacked), keep))  # Gumbel etc. computed once
+    return batches
+
+
+def _crop_rows(cond, rows: int, height: int):
+    """``cond`` for an image cropped to its first ``rows`` rows: spatial maps (B, C, H, W) lose the rows below."""
+    if isinstance(cond, dict):
+        return {key: _crop_rows(value, rows, height) for key, value in cond.items()}
+    if isinstance(cond, torch.Tensor) and cond.dim() == 4 and cond.shape[2] == height:
+        return cond[:, :, :rows]
+    return cond
+
+
+def _gather(x: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
+    """x (n, pixels, ...) at the listed pixels (n, S, ...); all of them in order when ``pixels`` is None."""
+    return x if pixels is None else x[:, pixels]
+
+
+def _step_noise(head, order, n: int, generator, device) -> list[tuple[torch.Tensor, ...]]:
+    """Every step's draws, as ``head.sample`` would make them one step after the other: per channel position
+    in a step and per part, a tensor (steps, n, *shape). On the CPU one long draw gives the same numbers as the
+    many small ones (the generator fills tensors in order), much faster; elsewhere the steps are drawn one by one."""
+    counts = {len(channels) for _, _, channels in order}
+    if len(counts) != 1:
+        raise ValueError("the fixed-point sampler needs the same number of channels at every step")
+    count, shapes = counts.pop(), head.noise_shapes()
+    if torch.device(device).type != "cpu":
+        per_step = [head.noise(n, channels, generator, device) for _, _, channels in order]
+        return [tuple(torch.stack([s[c][k] for s in per_step]) for k in range(len(shapes))) for c in range(count)]
+    sizes = [n * math.prod(shape) for shape in shapes] * count
+    flat = torch.rand(len(order), sum(sizes), generator=generator, dtype=torch.float32)  # (steps, per step)
+    parts = iter(flat.split(sizes, dim=1))
+    return [tuple(next(parts).reshape(len(order), n, *shape) for shape in shapes) for _ in range(count)]

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from pixelmodels.imagefiles import ImageFileError, open_image
+
 # Colours of the receptive-field map (RGB).
 TARGET = (220, 30, 30)  # the sub-pixel whose distribution we look at
 SEEN = (30, 80, 200)  # earlier sub-pixels that influence it (shade = gradient magnitude)
@@ -31,7 +33,7 @@ FUTURE = (225, 225, 225)  # sub-pixels at or after it in the generation order (m
 LEAK = (255, 0, 255)  # a future sub-pixel that influences it: a causality bug, never expected
 TEXT_HEIGHT = 14
 RF_MIN_WIDTH = 360  # room for the receptive-field legend
-HEADER_MIN_WIDTH = 180  # room for the completion grid's header
+HEADER_MIN_WIDTH = 280  # room for the completion grid's header
 BACKGROUND = 255
 
 
@@ -85,21 +87,15 @@ def load_image(
     if c not in (1, 3):
         raise ValueError(f"can only read 1- or 3-channel images, the model takes {c} channels")
     if num_levels > 256:
-        raise ValueError(f"can only read 8-bit images, the model takes {num_levels} levels")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB")
-            if img.size != (w, h):
-                if not resize:
-                    raise ValueError(
-                        f"image {str(path)!r} is {img.size[1]}x{img.size[0]}, the model takes {h}x{w} (pass --resize)"
-                    )
-                img = img.resize((w, h), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.int64).reshape(h, w, c)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except OSError as err:
-        raise ValueError(f"cannot read image {str(path)!r}: {err}") from None
+        raise ImageFileError(f"can only read 8-bit images, the model takes {num_levels} levels")
+    img = open_image(path).convert("L" if c == 1 else "RGB")  # ImageFileError: truncated, 16-bit, transparent...
+    if img.size != (w, h):
+        if not resize:
+            raise ImageFileError(
+                f"image {str(path)!r} is {img.size[1]}x{img.size[0]}, the model takes {h}x{w} (pass --resize)"
+            )
+        img = img.resize((w, h), Image.BILINEAR)
+    array = np.asarray(img, dtype=np.int64).reshape(h, w, c)
     x = torch.from_numpy(array).permute(2, 0, 1)  # (C, H, W) in [0, 255]
     drawn_levels = torch.from_numpy(to_uint8(torch.arange(num_levels).view(1, 1, 1, -1), num_levels)).long().flatten()
     exact = torch.isin(x, drawn_levels)
@@ -243,6 +239,11 @@ def complete(
     return out.view(b, n, *model.image_shape).cpu(), mask
 
 
+#: Added to a third of the pixel values of the hidden rows in completion grids: orange-brown, so a hidden row is
+#: never mistaken for a black one (black becomes (160, 80, 0), white (245, 165, 85)).
+HIDDEN_TINT = np.array([160, 80, 0], dtype=np.uint8)
+
+
 def save_completion_grid(
     originals: torch.Tensor,
     completions: torch.Tensor,
@@ -264,11 +265,11 @@ def save_completion_grid(
     shown = to_rgb(originals, num_levels)  # (B, H, W, 3)
     hidden = ~known_mask.all(dim=0).cpu().numpy()  # (H, W): rows the model had to fill in
     given = shown.copy()
-    given[:, hidden] = given[:, hidden] // 4 + 40  # dim the hidden part so it reads as "not given"
+    given[:, hidden] = given[:, hidden] // 3 + HIDDEN_TINT  # tinted: "not given", never read as black pixels
     done = to_rgb(completions.reshape(b * n, *completions.shape[2:]), num_levels).reshape(b, n, *shown.shape[1:])
     rows = [[upscale(given[i], scale)] + [upscale(c, scale) for c in done[i]] + [upscale(shown[i], scale)]
             for i in range(b)]  # fmt: skip
-    header = "given | completions | original"
+    header = "given (hidden part tinted) | completions | original"
     return write_png(add_text_rows(tile(rows, pad), [header], where="top", min_width=HEADER_MIN_WIDTH), path)
 
 

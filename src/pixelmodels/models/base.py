@@ -20,11 +20,14 @@ from pixelmodels.heads import Head, build_head
 from pixelmodels.ordering import Step, raster_order
 from pixelmodels.registry import hyperparameters
 
-SampleMethod = Literal["auto", "naive", "fast"]
+SampleMethod = Literal["auto", "naive", "fast", "fixed_point"]
 
 
 class AutoregressiveModel(nn.Module):
     model_name: str = "?"  # set by @register
+    #: True when ``network`` on the first r rows of an image gives exactly the full pass's parameters there (raster-
+    #: causal, size-agnostic layers): the fixed-point sampler's row blocks then run on the rows so far only.
+    row_croppable: bool = False
 
     def __init__(self, image_shape: tuple[int, int, int], num_levels: int, head: str = "categorical"):
         super().__init__()
@@ -114,7 +117,9 @@ class AutoregressiveModel(nn.Module):
             temperature: > 0; divides the logits (1.0 samples the model's distribution).
             generator: a ``torch.Generator`` on the model's device, for reproducible draws.
             method: "naive" recomputes the whole network per step; "fast" uses the model's cached
-                sampler; "auto" picks fast when the model has one.
+                sampler; "fixed_point" runs parallel Jacobi iterations of full forward passes with the
+                randomness fixed in advance (``sampling.fixed_point_sample``: the same images as "naive" for the
+                same generator); "auto" picks fast when the model has one.
             progress: show a progress bar over the steps.
         """
         from pixelmodels import sampling
@@ -123,10 +128,12 @@ class AutoregressiveModel(nn.Module):
             raise ValueError(f"n must be a positive int, got {n!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if method not in ("auto", "naive", "fast"):
-            raise ValueError(f"method must be 'auto', 'naive' or 'fast', got {method!r}")
+        if method not in ("auto", "naive", "fast", "fixed_point"):
+            raise ValueError(f"method must be 'auto', 'naive', 'fast' or 'fixed_point', got {method!r}")
         if method == "fast" and not self.supports_fast_sampling:
             raise ValueError(f"model {self.model_name!r} has no fast sampler; use method='naive'")
+        if method == "fixed_point" and not self.supports_fixed_point:
+            raise ValueError(f"model {self.model_name!r} cannot be sampled by fixed-point iteration; use 'naive'")
         device = next(self.parameters()).device
         cond = self.check_cond(cond, n, device)
         known, known_mask = self.check_known(n, known, known_mask, device)
@@ -134,10 +141,10 @@ class AutoregressiveModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            run = self.fast_sample if fast else sampling.naive_sample
             kwargs = dict(temperature=temperature, generator=generator, progress=progress)
             if fast:
-                return run(n, cond, known, known_mask, **kwargs)
+                return self.fast_sample(n, cond, known, known_mask, **kwargs)
+            run = sampling.fixed_point_sample if method == "fixed_point" else sampling.naive_sample
             return run(self, n, cond, known, known_mask, **kwargs)
         finally:
             self.train(was_training)
@@ -148,6 +155,12 @@ class AutoregressiveModel(nn.Module):
 
     def fast_sample(self, n, cond, known, known_mask, temperature=1.0, generator=None, progress=False):
         raise NotImplementedError
+
+    @property
+    def supports_fixed_point(self) -> bool:
+        """Whether ``network`` emits ``head``'s parameters for every step of ``order()`` (what the fixed-point
+        sampler iterates on); a model whose generation is not one head draw per step overrides this."""
+        return True
 
     # ----- input checks: one clear ValueError naming the problem --------------------------------------------
     def check_images(self, x: torch.Tensor) -> None:

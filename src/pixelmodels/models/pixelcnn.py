@@ -80,6 +80,8 @@ class PixelCNN(AutoregressiveModel):
         head: output distribution ("categorical").
     """
 
+    row_croppable = True  # stride-1 causal convolutions (and shifted resampling): rows below are never read
+
     def __init__(
         self,
         image_shape: tuple[int, int, int],

@@ -16,15 +16,13 @@ Architecture (section 2 and Figure 2; ``pixel_cnn_pp/model.py``):
   stage after the first (one more output per stage in the up pass: the downsampling conv);
 - dropout on the residual path of every block (section 2.5), default 0.5 as in the paper's CIFAR-10 model.
 
-Sampling: ``fast_sample`` runs the network on the rows generated so far only (``x[:, :, :h+1]`` for a pixel in
-row h). That is exact, not an approximation: every layer's output at row i reads input rows <= i (shifted
-convolutions, stride-2 rows 2r-1 and 2r, transposed row i // 2), so cropping the rows below changes nothing
-above them; it halves the average work (about 2x over the naive sampler at large H). It is not a cache: a cached
-sampler (PrajitR/fast-pixel-cnn) would keep, per shifted conv, the last ``kh`` rows of its input (the ``u``
-stream advancing once per row, ``ul`` once per pixel), run the layer at resolution 1/2^s only every 2^s
-rows/columns with the transposed layers emitting 2^s outputs per input, and hold the up-pass short-cuts per
-resolution until the matching down-pass block reads them. It is not written, for lack of time, not because the
-architecture forbids it.
+Sampling: ``fast_sample`` is a cached sampler (Ramachandran et al. 2017, "Fast Generation for Convolutional
+Autoregressive Models"; ``nn/shifted_cache.py``): every shifted convolution keeps the last ``kh`` rows of its
+input at its own resolution; the ``u`` stream advances once per image row and the ``ul`` stream once per pixel,
+each resolution l only at rows / pixels whose indices are divisible by 2^l; a transposed convolution turns the
+last low-resolution row (pixel) into the full-resolution rows (pixels) that read it, and the up pass's short-cuts
+are consumed by the down pass of the same level in the same step. Then one joint DMoL draw per pixel. Every
+step's parameters equal a full forward pass (tests/test_fast_sampling.py).
 
 Deviations from the paper:
 - No weight normalization or data-dependent initialization (openai/pixel-cnn ``nn.conv2d``): PyTorch's default
@@ -45,8 +43,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from pixelmodels import sampling
 from pixelmodels.heads import DEFAULT_NUM_MIXTURES, build_head
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import (
@@ -55,21 +53,18 @@ from pixelmodels.nn import (
     DownShiftedConv2d,
     DownShiftedConvTranspose2d,
     MaskedConv2d,
+    concat_elu,
     down_shift,
     right_shift,
 )
+from pixelmodels.nn.cache import pointwise_weight
+from pixelmodels.nn.shifted_cache import PixelCNNPPStepper
 from pixelmodels.registry import register
-from pixelmodels.sampling import initial_canvas
 
 #: openai/pixel-cnn ``gated_resnet``: the second conv starts at a tenth of the default scale.
 RESIDUAL_INIT_SCALE = 0.1
 
 ConvFactory = Callable[[int, int], nn.Module]
-
-
-def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """ELU of [x, -x] along the channels (section 2.3 of openai's code, after concatenated ReLU): (B, 2C, H, W)."""
-    return F.elu(torch.cat([x, -x], dim=1))
 
 
 class GatedResNet(nn.Module):
@@ -128,6 +123,8 @@ class PixelCNNPP(AutoregressiveModel):
         num_classes: class-conditional when set (labels in [0, num_classes)).
         head: "dmol" (the paper) or "categorical" (a K-way softmax per sub-pixel).
     """
+
+    row_croppable = True  # stride-1 causal convolutions (and shifted resampling): rows below are never read
 
     def __init__(
         self,
@@ -225,10 +222,14 @@ class PixelCNNPP(AutoregressiveModel):
                 ul = ul_block(ul, torch.cat([u, ul_list.pop()], dim=1), cond=cond)
         assert not u_list and not ul_list, "every up-pass output feeds exactly one down-pass block"
 
+        return self.output_layers(ul, inputs)  # (B, P, H, W)
+
+    def output_layers(self, ul: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The 1x1 output layers on the final ``ul`` features: maps (B, F, H, W) or one pixel's vectors (B, F)."""
         if self.channel_masked:
-            hidden = F.elu(self.output_hidden(F.elu(ul)) + self.current_pixel(inputs))  # (B, F, H, W)
-            return self.output(hidden)  # (B, P, H, W)
-        return self.output(F.elu(ul))  # (B, P, H, W)
+            hidden = F.elu(_pointwise(self.output_hidden, F.elu(ul)) + _pointwise(self.current_pixel, inputs))
+            return _pointwise(self.output, hidden)
+        return _pointwise(self.output, F.elu(ul))
 
     @torch.no_grad()
     def fast_sample(
@@ -242,15 +243,33 @@ class PixelCNNPP(AutoregressiveModel):
         progress: bool = False,
         trace: list | None = None,
     ) -> torch.Tensor:
-        """Ancestral sampling with the network run on rows 0..h only for a step in row h (exact; see the module
-        docstring). ``trace``: when a list, gets ``(step_index, params)`` for every step."""
-        device = next(self.parameters()).device
-        x = initial_canvas(self, n, known, known_mask, device)  # (n, C, H, W)
-        steps = tqdm(self.order(), disable=not progress, desc="sampling", leave=False)
-        for index, (h, w, channels) in enumerate(steps):
-            params = self.network(self.scale_input(x[:, :, : h + 1]), cond)[:, :, h, w].float()  # (n, P)
-            if trace is not None:
-                trace.append((index, params))
-            keep = None if known_mask is None else known_mask[:, :, h, w]
-            x[:, :, h, w] = self.head.sample(params, x[:, :, h, w], channels, keep, temperature, generator)
-        return x
+        """Cached sampling (Ramachandran et al. 2017; ``nn/shifted_cache.py``): the ``u`` stream advances a row at
+        a time, the ``ul`` stream a pixel at a time, each resolution on its own schedule. ``trace``: when a list,
+        gets ``(step_index, params)`` for every step."""
+        stepper = PixelCNNPPStepper(self, n, cond)
+        features: dict[tuple[int, int], torch.Tensor] = {}  # the current pixel's final ul (one entry)
+
+        def pixel(inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:
+            if (i, j) not in features:  # a categorical head takes C steps per pixel; the streams run once
+                features.clear()
+                features[(i, j)] = stepper.pixel(i, j)
+            return self.output_layers(features[(i, j)], inputs)  # (n, P)
+
+        return sampling.cached_sample(
+            self,
+            n,
+            known,
+            known_mask,
+            pixel_fn=pixel,
+            commit_fn=lambda inputs, i, j: stepper.commit(inputs, j),
+            row_fn=lambda x, i: stepper.start_row(self.scale_input(x[:, :, i - 1]) if i > 0 else None, i),
+            temperature=temperature,
+            generator=generator,
+            progress=progress,
+            trace=trace,
+        )
+
+
+def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution on a map (B, C, H, W), or as a matrix product on vectors (B, C)."""
+    return conv(x) if x.dim() == 4 else F.linear(x, pointwise_weight(conv), conv.bias)

@@ -271,6 +271,10 @@ class SubscalePixelNetwork(AutoregressiveModel):
         )
         self._naive_stages = False  # set by sample(method="naive") for the stage-by-stage sampler
 
+    @property
+    def supports_fixed_point(self) -> bool:
+        return len(getattr(self, "stages", ())) <= 1  # depth upscaling: each stage walks the order with its own head
+
     def order(self) -> list[Step]:
         """The subscale order; with depth upscaling each stage walks it in turn (MSB image first)."""
         if self._order is None:

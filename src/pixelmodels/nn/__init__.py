@@ -6,6 +6,7 @@ from pixelmodels.nn.shifted import (
     DownRightShiftedConvTranspose2d,
     DownShiftedConv2d,
     DownShiftedConvTranspose2d,
+    concat_elu,
     down_shift,
     right_shift,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "DownShiftedConvTranspose2d",
     "MaskedConv2d",
     "channel_group",
+    "concat_elu",
     "down_shift",
     "make_mask",
     "right_shift",

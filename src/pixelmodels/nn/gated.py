@@ -215,7 +215,7 @@ class GatedStackStepper:
         self.h_rows: list[torch.Tensor] = []  # per layer: horizontal pre-activation from the link + cond, row i
 
     def start_row(self, prev_row: torch.Tensor | None, i: int) -> None:
-        v = self.v_caches[0].buffer.new_zeros(self.v_caches[0].buffer.shape[:2] + (self.width,))
+        v = self.v_caches[0].buffer.new_zeros(self.v_caches[0].buffer.shape[:2] + (self.width,))  # (B, C, W)
         if prev_row is not None:
             v = prev_row  # (B, C, W): the vertical stack's input is the image shifted down one row
         self.h_rows = []

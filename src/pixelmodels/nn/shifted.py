@@ -27,6 +27,12 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
+def concat_elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU of [x, -x] along dimension 1 (openai/pixel-cnn, after concatenated ReLU): (B, 2C, ...) for maps and
+    vectors alike."""
+    return F.elu(torch.cat([x, -x], dim=1))
+
+
 def down_shift(x: torch.Tensor) -> torch.Tensor:
     """Move the map one row down (zeros in the first row): (B, C, H, W) -> (B, C, H, W)."""
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]

@@ -37,6 +37,10 @@ COMPILE_PREFIX = "_orig_mod."
 Which = Literal["best", "last"]
 
 
+class NonFiniteTensorsError(ValueError):
+    """A checkpoint would hold NaN or infinite weights or optimizer state; it is not written."""
+
+
 # ----- atomic files ----------------------------------------------------------------------------------------
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
@@ -166,6 +170,10 @@ def save_checkpoint(
         meta["rng"], rng_tensors = rng_state()
         tensors.update(optim_tensors)
         tensors.update(rng_tensors)
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:  # a NaN must never become the "last good checkpoint" (and delete the previous one)
+        raise NonFiniteTensorsError(f"non-finite values in {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; "
+                                    f"checkpoint {which!r} not saved")  # fmt: skip
     data = safetensors.torch.save(tensors)
     tensors_name = f"{which}-step{step:07d}.safetensors"
     atomic_write_bytes(folder / tensors_name, data)
@@ -183,7 +191,8 @@ def save_checkpoint(
 def resolve_checkpoint(path: str | Path, which: Which = "best") -> Path:
     """A run directory, its ``checkpoints`` folder or a checkpoint's JSON file -> the JSON file.
 
-    In a folder, ``which`` picks the checkpoint; 'best' falls back to 'last' when no validation ran.
+    In a folder, ``which`` picks the checkpoint; a missing one is a FileNotFoundError (no silent fallback from
+    'best' to 'last': the message says to ask for 'last').
     """
     path = Path(path)
     if path.is_file():
@@ -191,9 +200,12 @@ def resolve_checkpoint(path: str | Path, which: Which = "best") -> Path:
     if not path.exists():
         raise FileNotFoundError(f"no run directory or checkpoint at {path}")
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    for name in (which, "last") if which == "best" else (which,):
-        if (folder / f"{name}.json").is_file():
-            return folder / f"{name}.json"
+    if (folder / f"{which}.json").is_file():
+        return folder / f"{which}.json"
+    if which == "best" and (folder / "last.json").is_file():
+        raise FileNotFoundError(
+            f"no best checkpoint in {path} (no validation has run yet); use --checkpoint last for the latest weights"
+        )
     raise FileNotFoundError(f"no checkpoint in {path} (expected {folder / (which + '.json')})")
 
 
@@ -264,7 +276,7 @@ def load_checkpoint(
 
     Args:
         path: a run directory (``runs/x``), its ``checkpoints`` folder, or a checkpoint JSON file.
-        which: 'best' (lowest validation bits/dim; falls back to 'last') or 'last'.
+        which: 'best' (lowest validation bits/dim) or 'last'.
         weights: 'ema' (the Polyak average, used for evaluation; the default) or 'raw' (the trained weights).
         device: where to put the model.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -135,13 +136,16 @@ class RunConfig:
                 )
             if key in hints:
                 _check_type(f"model.{key}", value, hints[key])
+        for key, value in _numbers(self):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value}")
         for key in ("batch_size", "eval_batch_size"):
             if getattr(self.data, key) < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {getattr(self.data, key)}")
         if self.data.max_test_images is not None and self.data.max_test_images < 1:
             raise ValueError(f"data.max_test_images must be >= 1 or none, got {self.data.max_test_images}")
-        if self.train.steps < 0:
-            raise ValueError(f"train.steps must be >= 0, got {self.train.steps}")
+        if self.train.steps < 1:
+            raise ValueError(f"train.steps must be >= 1, got {self.train.steps}")
         if self.train.num_threads is not None and self.train.num_threads < 1:
             raise ValueError(f"train.num_threads must be >= 1, got {self.train.num_threads}")
         for key in ("log_every", "eval_every", "checkpoint_every"):
@@ -263,6 +267,16 @@ def _field_of(obj: Any, name: str, prefix: str) -> dataclasses.Field:
             return f
     valid = ", ".join(prefix + f.name for f in dataclasses.fields(obj))
     raise ValueError(f"unknown config key {prefix + name!r}; valid: {valid}")
+
+
+def _numbers(config: RunConfig):
+    """(dotted key, value) of every top-level value of the four sections and of ``model.*`` / ``data.options.*``."""
+    for part_name in ("model", "data", "optim", "train"):
+        part = getattr(config, part_name)
+        for f in dataclasses.fields(part):
+            yield f"{part_name}.{f.name}", getattr(part, f.name)
+    yield from ((f"model.{k}", v) for k, v in config.model.hparams.items())
+    yield from ((f"data.options.{k}", v) for k, v in config.data.options.items())
 
 
 def _unknown(key: str, config: RunConfig) -> ValueError:

@@ -14,9 +14,10 @@ Usage (Python)::
     run_dir = pixelmodels.train(apply_overrides(get_preset("quickstart"), ["train.steps=500"]), "runs/q")
     model = pixelmodels.load_checkpoint(run_dir)                            # best EMA weights
 
-The run directory holds ``config.json`` (the resolved config), ``checkpoints/{last,best}.*`` (safetensors +
-JSON, EMA weights included), ``metrics.jsonl``, ``samples/`` grids during training, ``samples.png`` and
-``results.json`` (test NLL of the best checkpoint) at the end, and TensorBoard events when it is installed.
+The run directory holds ``pixelmodels-run.json`` (the marker ``--overwrite`` looks for), ``config.json`` (the
+resolved config), ``checkpoints/{last,best}.*`` (safetensors + JSON, EMA weights included), ``metrics.jsonl``,
+``samples/`` grids during training, ``samples.png`` and ``results.json`` (test NLL of the best checkpoint) at
+the end, and TensorBoard events when it is installed.
 
 Distributed (``torchrun --nproc_per_node=N -m pixelmodels train ...``, docs/scaling.md): the model is
 wrapped in DistributedDataParallel in one place (``wrap_model``), each rank takes its share of every global
@@ -32,7 +33,6 @@ import logging
 import math
 import queue
 import random
-import shutil
 import sys
 import threading
 import time
@@ -59,20 +59,34 @@ from pixelmodels.training.distributed import (
     shard_of_batch,
     shutdown_distributed,
 )
+from pixelmodels.training.resources import check_device, check_model_fits
+from pixelmodels.training.rundir import (
+    ReplacedRun,
+    StopRequest,
+    check_resume,
+    check_run_dir,
+    store_absolute_data_dir,
+    write_marker,
+)
 from pixelmodels.viz import save_grid
 
 logger = logging.getLogger(__name__)
 
-# Keys that may change when a run is resumed: cadence, device and evaluation details, not what is learned.
-RESUMABLE_CHANGES = {
-    "train.steps", "train.log_every", "train.eval_every", "train.sample_every", "train.checkpoint_every",
-    "train.num_samples", "train.num_threads", "train.device", "train.precision", "train.compile", "data.data_dir",
-    "data.eval_batch_size", "data.max_eval_images", "data.max_test_images", "data.prefetch", "train.dist_timeout_s",
-}  # fmt: skip
-
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped and its last good checkpoint is untouched."""
+    """The loss, the gradients or the weights became NaN or infinite; the run stopped and its last good checkpoint
+    is untouched (non-finite weights are never saved)."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: the loop stopped after a whole step and saved the 'last' checkpoint."""
+
+    def __init__(self, run_dir: Path, step: int, steps: int):
+        self.run_dir, self.step, self.steps = run_dir, step, steps
+        super().__init__(
+            f"interrupted at step {step} of {steps}; checkpoint saved, continue with: "
+            f"pixelmodels train --out {run_dir} --resume"
+        )
 
 
 # ----- the pieces that make it distributed ----------------------------------------------------------------
@@ -269,6 +283,7 @@ class RunWriter:
 
     def config(self, config: RunConfig) -> None:
         if self.enabled:
+            write_marker(self.run_dir)
             ckpt.atomic_write_text(self.run_dir / "config.json", config.to_json() + "\n")
 
     def metrics(self, record: dict) -> None:
@@ -282,10 +297,12 @@ class RunWriter:
                     self.tensorboard.add_scalar(f"{record.get('split', 'train')}/{key}", value, record["step"])
 
     def truncate_metrics(self, step: int) -> None:
-        """On resume, drop metric lines written after the checkpoint (they will be written again)."""
+        """On resume, drop metric lines written after the checkpoint and the test line (they will be written
+        again; the test split is scored once, at the end)."""
         path = self.run_dir / "metrics.jsonl"
         if self.enabled and path.exists():
-            lines = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+            records = [(line, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+            lines = [line for line, r in records if r.get("step", 0) <= step and r.get("split") != "test"]
             ckpt.atomic_write_text(path, "".join(line + "\n" for line in lines))
 
     def checkpoint(self, which: ckpt.Which, **kwargs) -> None:
@@ -307,9 +324,8 @@ class RunWriter:
 
 # ----- small helpers --------------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``train.device`` -> a torch device that exists here (``auto``: cuda when available, else cpu)."""
+    return check_device(name)
 
 
 def learning_rate(step: int, optim: OptimConfig, total_steps: int) -> float:
@@ -335,37 +351,6 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float, step: int) 
         e.copy_(b)
 
 
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
-    """Refuse to mix runs: an existing run needs --resume (continue) or --overwrite (replace).
-
-    Returns True when an old run is to be deleted (``overwrite``); nothing is deleted here.
-    """
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other")
-    if resume:
-        if not (run_dir / "checkpoints" / "last.json").exists():
-            raise FileNotFoundError(f"nothing to resume in {run_dir}: no checkpoints/last.json")
-        return False
-    if run_dir.exists() and not run_dir.is_dir():
-        raise FileExistsError(f"{run_dir} exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not (run_dir / "config.json").exists():
-            raise FileExistsError(f"{run_dir} exists, is not empty and is not a pixelmodels run; choose another --out")
-        if not overwrite:
-            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite")
-        return True
-    return False
-
-
-def _config_changes(old: dict, new: dict) -> list[str]:
-    changed = []
-    for section in ("model", "data", "optim", "train"):
-        for key in sorted(set(old.get(section, {})) | set(new[section])):
-            if old.get(section, {}).get(key) != new[section].get(key):
-                changed.append(f"{section}.{key}")
-    return changed
-
-
 def _sample_cond(model: nn.Module, n: int, device: torch.device) -> torch.Tensor | None:
     return None if model.num_classes is None else torch.arange(n, device=device) % model.num_classes
 
@@ -386,39 +371,49 @@ def train(
         config: the full run config (``get_preset``, ``apply_overrides``).
         out_dir: the run directory; an existing run there needs ``resume`` or ``overwrite``.
         resume: continue from ``checkpoints/last`` exactly (model, optimizer, EMA, step, RNG, data order).
-        overwrite: delete the run already in ``out_dir`` and start again.
+        overwrite: replace the run already in ``out_dir`` (only a pixelmodels run, ``rundir.is_run_dir``); it is
+            moved aside and deleted once the new run has written its first checkpoint, restored if it fails first.
         stop_after: stop (with a checkpoint) once this global step is reached; continue later with resume.
         progress: tqdm bar; default: when stderr is a terminal.
 
     Raises:
-        NonFiniteLossError: the loss became NaN/inf; the message names the step.
+        NonFiniteLossError: the loss, gradient norm or weights became NaN/inf; the message names the step.
+        TrainingInterrupted: Ctrl-C (SIGINT); the 'last' checkpoint was saved first.
         ValueError, FileExistsError, FileNotFoundError: bad config, data set or run directory.
     """
     threads = torch.get_num_threads()
+    replaced = ReplacedRun()
     own_group = not (dist.is_available() and dist.is_initialized())
     try:
         if config.train.num_threads is not None:
             torch.set_num_threads(config.train.num_threads)
-        return _train(config, out_dir, resume, overwrite, stop_after, progress)
+        return _train(config, out_dir, resume, overwrite, stop_after, progress, replaced)
+    except BaseException:
+        replaced.restore()  # a replaced run comes back when the new one failed before its first checkpoint
+        raise
     finally:
         torch.set_num_threads(threads)  # leave the caller's process as it was
         if own_group:
             shutdown_distributed()
 
 
-def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
+def _train(config, out_dir, resume, overwrite, stop_after, progress, replaced: ReplacedRun) -> Path:
     from pixelmodels.data import load_dataset
 
     config.validate()
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"--stop-after must be a step >= 1, got {stop_after}")
+    store_absolute_data_dir(config)
     ctx = init_distributed(resolve_device(config.train.device), config.train.dist_timeout_s)
     local_batch_size(config.data.batch_size, ctx.world_size)  # a clear error before any work
     run_dir = Path(out_dir or Path("runs") / (config.preset or f"{config.model.name}-{config.data.dataset}"))
-    clear_old_run = check_run_dir(run_dir, resume, overwrite)
+    replace_old_run = check_run_dir(run_dir, resume, overwrite)
     resume_meta, resume_tensors = ckpt.read_checkpoint(run_dir, "last") if resume else (None, None)
     if resume_meta is not None:
-        bad = [k for k in _config_changes(resume_meta["config"], config.to_dict()) if k not in RESUMABLE_CHANGES]
-        if bad:
-            raise ValueError(f"cannot change {', '.join(bad)} when resuming {run_dir}; start a new run instead")
+        check_resume(run_dir, resume_meta, config)
+        if resume_meta["step"] >= config.train.steps and (run_dir / "results.json").is_file():
+            logger.info("%s has trained its %d steps and been scored; nothing to do", run_dir, resume_meta["step"])
+            return run_dir
     progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
     cfg_t, cfg_d = config.train, config.data
     device = ctx.device
@@ -435,9 +430,9 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     train_labels = None if train_set.labels is None else train_set.labels[:n_train]
     n_valid = len(valid_set.images) if cfg_d.max_eval_images is None else min(cfg_d.max_eval_images, len(valid_set))
 
-    model = build(
-        config.model.name, image_shape=train_set.image_shape, num_levels=train_set.num_levels, **config.model.hparams
-    ).to(device)
+    shape, levels = train_set.image_shape, train_set.num_levels
+    check_model_fits(config.model.name, shape, levels, config.model.hparams, device)  # before allocating anything
+    model = build(config.model.name, image_shape=shape, num_levels=levels, **config.model.hparams).to(device)
     if model.num_classes is not None and train_labels is None:
         raise ValueError(f"model {config.model.name!r} is class-conditional but {cfg_d.dataset!r} has no labels")
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.optim.ema_decay > 0 else None
@@ -448,8 +443,8 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     if ctx.enabled:
         dist.barrier()  # every rank has checked the run directory before rank 0 changes it
-    if clear_old_run and is_main_process():  # only now that the new run's config, data and model are good
-        shutil.rmtree(run_dir)
+    if replace_old_run and is_main_process():  # only now that the new run's config, data and model are good
+        replaced.move_aside(run_dir)  # kept until the new run has written its first checkpoint
     writer = RunWriter(run_dir, is_main_process())
 
     step, best_bpd, best_step, elapsed = 0, math.inf, None, 0.0
@@ -461,9 +456,11 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         state = resume_meta["state"]
         order.load_state_dict(state["data_order"])
         step, best_step, elapsed = resume_meta["step"], state["best_step"], state["elapsed_s"]
-        best_bpd = state["best_valid_bits_per_dim"] if state["best_valid_bits_per_dim"] is not None else math.inf
+        best_bpd = state["best_valid_bits_per_dim"] if state.get("best_valid_bits_per_dim") is not None else math.inf
         ckpt.set_rng_state(resume_meta["rng"], resume_tensors)
         writer.truncate_metrics(step)
+        if writer.enabled and (run_dir / "results.json").is_file():
+            (run_dir / "results.json").unlink()  # it scored the shorter run; finish() writes the new one
         logger.info("resuming %s at step %d", run_dir, step)
     example = (train_images[:1].to(device).long(), None if model.num_classes is None else train_labels[:1].to(device))
     objective = wrap_model(model, config, ctx, example)  # after loading: DDP broadcasts rank 0's weights
@@ -478,10 +475,14 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
         }
 
     def save(which: ckpt.Which) -> None:
-        writer.checkpoint(
-            which, step=step, model=model, ema_model=ema_model, run_config=config.to_dict(),
-            optimizer=optimizer if which == "last" else None, state=training_state(),
-        )  # fmt: skip
+        try:
+            writer.checkpoint(
+                which, step=step, model=model, ema_model=ema_model, run_config=config.to_dict(),
+                optimizer=optimizer if which == "last" else None, state=training_state(),
+            )  # fmt: skip
+        except ckpt.NonFiniteTensorsError as err:
+            raise NonFiniteLossError(f"{err} at step {step}") from None
+        replaced.discard()  # the new run has a checkpoint: the replaced one can go
 
     t0, t_log, images_seen = time.perf_counter(), time.perf_counter(), 0
     num_dims = model.num_dims
@@ -489,7 +490,9 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
     model.train()
     labels = None if model.num_classes is None else train_labels
     loader = BatchLoader(order, train_images, labels, device, cfg_d.prefetch if step < cfg_t.steps else 0)
+    stop = StopRequest(enabled=not ctx.enabled)
     try:
+        stop.install()
         while step < cfg_t.steps and (stop_after is None or step < stop_after):
             x, cond = loader.next()  # (B / world_size, C, H, W) long, (B / world_size,) or None
             lr = learning_rate(step, config.optim, cfg_t.steps)
@@ -538,12 +541,17 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
                 n = cfg_t.num_samples
                 images = eval_model.sample(n, cond=_sample_cond(eval_model, n, device), generator=g)
                 writer.grid(images, f"samples/step{step:07d}.png", model.num_levels)
-            if step % cfg_t.checkpoint_every == 0 or final or step == stop_after:
+            if step % cfg_t.checkpoint_every == 0 or final or step == stop_after or stop.requested:
                 save("last")
+            if stop.requested and not final:
+                raise TrainingInterrupted(run_dir, step, cfg_t.steps)
     except NonFiniteLossError as err:
         writer.metrics({"step": step + 1, "split": "train", "event": "non_finite", "message": str(err)})
         last = run_dir / "checkpoints" / "last.json"
-        kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+        if replaced.aside is not None:
+            kept = f"no checkpoint was written; the run it replaced is back in {run_dir} as it was"
+        else:
+            kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
         writer.close()
         raise NonFiniteLossError(f"{err}; training stopped, {kept}") from None
     except RuntimeError as err:  # includes torch.distributed's errors: timeouts, a peer that went away
@@ -555,6 +563,7 @@ def _train(config, out_dir, resume, overwrite, stop_after, progress) -> Path:
             f"collectives time out after train.dist_timeout_s={config.train.dist_timeout_s:g} s)"
         ) from err
     finally:
+        stop.remove()
         bar.close()
         loader.close()
     if step < cfg_t.steps:
@@ -587,7 +596,8 @@ def finish(
     ):  # evenly spaced: class-sorted splits stay mixed
         keep = torch.linspace(0, len(test_x) - 1, d.max_test_images).round().long()  # (n,)
         test_x, test_y = test_x[keep], None if test_y is None else test_y[keep]
-    test: NLLResult = dataset_nll(model, test_x, test_y, d.eval_batch_size)
+    progress = sys.stderr.isatty() and is_main_process()
+    test: NLLResult = dataset_nll(model, test_x, test_y, d.eval_batch_size, progress=progress)
     writer.metrics({"step": meta["step"], "split": "test", **test.to_dict()})
     g = torch.Generator(device).manual_seed(config.train.seed)
     n = config.train.num_samples
