@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-bits", type=int, default=12)
     parser.add_argument("--act-bits", type=int, default=16)
     parser.add_argument("--export", default=None, help="save the integer model into this folder")
+    parser.add_argument("--no-sweep", action="store_true", help="only the chosen bit widths")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     from pixelmodels.data import load_dataset
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = train[torch.randperm(len(train), generator=gen)[: args.calib]].long()
     valid = valid[torch.randperm(len(valid), generator=gen)[: max(args.valid, args.sweep_valid)]].long()
     result = {"run": str(args.run), "model": model.config, "calibration_images": len(calib), "sweep": []}
-    sweep = [] if args.quick else SWEEP
+    sweep = [] if args.quick or args.no_sweep else SWEEP
     tune = valid[: args.sweep_valid]
     ref = float_bits(model, tune)
     for wb, ab in sweep:
@@ -147,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         q.save(args.export)
         result["exported_to"] = str(args.export)
     result["meta"] = metadata()
-    save_result("quantized_rate_quick" if args.quick else "quantized_rate", result)
+    save_result(
+        "quantized_rate_quick" if args.quick else "quantized_rate" + ("_final" if args.no_sweep else ""), result
+    )
     return 0
 
 

@@ -191,6 +191,19 @@ def test_rate_cost_of_quantization_is_small_on_a_trained_model():
     assert abs(gap) < 0.01
 
 
+def test_shipped_photo_model_loads_and_codes_a_patch():
+    folder = SRC / "pixelmodels" / "pretrained" / "photo-gated"
+    if not (folder / "integer.json").is_file():
+        pytest.skip("no shipped photo-gated integer model")
+    q = IntegerModel.load(folder)
+    assert q.image_shape == (3, 32, 32) and q.num_levels == 256
+    x = torch.full((1, 3, 32, 32), 128)
+    x[..., 16:, :] = 60  # a flat patch with one edge: far below 8 bits/dim
+    freqs = q.frequencies(x)
+    assert (freqs.sum(-1) == 2**q.precision).all() and freqs.min() >= 1
+    assert float(q.bits(x)) / x.numel() < 4
+
+
 def test_accumulator_bound_is_checked():
     model = pixelmodels.build("pixelcnn", image_shape=(1, 4, 4), num_levels=256, hidden_channels=64, num_layers=1)
     with pytest.raises(arith.BoundError):
