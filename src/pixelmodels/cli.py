@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from pixelmodels.cli_codec import add_commands as add_codec_commands
 from pixelmodels.cli_common import (
     ArgumentParser,
     check_class_flag,
@@ -38,59 +39,6 @@ def cmd_models(args: argparse.Namespace) -> int:
             if isinstance(getattr(cls, "widths", None), property):  # what hidden_channels means for this model
                 widths = cls(image_shape=(3, 8, 8), num_levels=256).widths
                 print("    widths at the defaults: " + ", ".join(f"{k} = {v}" for k, v in widths.items()))
-    return 0
-
-
-def _load_run(run: str, device: str):
-    import pixelmodels
-
-    return pixelmodels.load_checkpoint(run, device=device)
-
-
-def cmd_compress(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    import torch
-
-    from pixelmodels import bits_per_dim, codec, imagefiles
-
-    model = _load_run(args.run, args.device)
-    images = imagefiles.read_image_files(args.inputs, model.image_shape, model.num_levels)
-    cond = None if args.label is None else [args.label] * len(images)
-    data = codec.compress(
-        model, images, cond=cond, batch_size=args.batch_size, method=args.method, progress=args.progress
-    )
-    out = Path(args.output)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    nats = 0.0
-    with torch.no_grad():
-        for start in range(0, len(images), args.batch_size):
-            batch = images[start : start + args.batch_size].to(args.device)
-            labels = None if cond is None else torch.full((len(batch),), args.label, device=args.device)
-            nats -= model.eval().log_prob(batch, labels).sum().item()
-    model_bpd = bits_per_dim(nats, images.numel())
-    bpd = 8 * len(data) / images.numel()
-    print(f"{len(images)} image(s) -> {out}: {len(data)} bytes, {bpd:.4f} bits/dim (model: {model_bpd:.4f})")
-    return 0
-
-
-def cmd_decompress(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from pixelmodels import codec, imagefiles
-
-    model = _load_run(args.run, args.device)
-    data = Path(args.input).read_bytes()
-    images = codec.decompress(model, data, progress=args.progress)
-    written = imagefiles.write_image_files(images, args.output, model.num_levels)
-    print(f"{len(images)} image(s) -> {', '.join(written) if len(written) <= 3 else written[0] + ', ...'}")
     return 0
 
 
@@ -148,38 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data directory (default: $PIXELMODELS_DATA, else ~/.cache/pixelmodels)")
     p.set_defaults(func=cmd_download)
     add_training_commands(sub)
-    p = sub.add_parser(
-        "compress",
-        help="losslessly compress images with a trained model",
-        description="Losslessly compress images with a trained model (arithmetic coding driven by its "
-        "conditionals). The same run is needed to decompress, on the same kind of device.",
-    )
-    p.add_argument("run", help="run directory of a trained model")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="image file(s) (PNG, grey or RGB) or one .npy of levels")
-    p.add_argument("output", metavar="OUT", help="compressed file to write (e.g. images.pmz)")
-    p.add_argument("--batch-size", type=int, default=64, help="images coded together (default 64)")
-    p.add_argument("--label", type=int, default=None, help="class label of the images (class-conditional models)")
-    p.add_argument(
-        "--method",
-        choices=["auto", "fast", "window", "whole"],
-        default="auto",
-        help="how the network runs per step: the cached fast sampler, a window around the pixel, or the whole "
-        "image (auto: the fastest the model supports); stored in the file",
-    )
-    p.add_argument("--device", default="cpu", help="device to run the model on; decompress on the same kind")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.set_defaults(func=cmd_compress)
-    p = sub.add_parser(
-        "decompress",
-        help="restore images compressed with `compress`",
-        description="Restore images compressed with `pixelmodels compress`, exactly.",
-    )
-    p.add_argument("run", help="run directory of the model used to compress")
-    p.add_argument("input", metavar="IN", help="compressed file")
-    p.add_argument("output", metavar="OUT", help="image file to write (several images: OUT_0000.png, ...) or .npy")
-    p.add_argument("--device", default="cpu", help="device to run the model on (same kind as when compressing)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.set_defaults(func=cmd_decompress)
+    add_codec_commands(sub)  # compress, decompress (cli_codec.py)
     add_viz_commands(sub)  # inspect, nll-map, plot, report
     return parser
 
