@@ -330,16 +330,28 @@ PRESETS: dict[str, Preset] = {
     "spn-celebahq-256": Preset(
         "SPN, CelebA-HQ 256x256 at 5 bits (32 levels): depth split (3 MSBs) whose MSB model is a size split; GPU",
         {
-            "model": {"name": "staged", "hparams": {
-                "split": "depth", "factor": 3,
-                "first": {"name": "staged", "split": "size", "factor": 4,
-                          "first": {"name": "spn", **_SPN_BIG, "scale": 2},  # the 64x64 first slice
-                          "rest": {"name": "spn", **_SPN_BIG}},  # its 15 other 64x64 slices
-                "rest": {"name": "spn", **_SPN_BIG, "scale": 4},  # the 2 low bits given every MSB
-            }},
-            "data": {"dataset": "folder", "num_levels": 32,
-                     "options": {"path": "celeba_hq", "size": 256, "channels": 3},  # a folder under the data dir
-                     "batch_size": 16, "max_eval_images": 500},
+            "model": {
+                "name": "staged",
+                "hparams": {
+                    "split": "depth",
+                    "factor": 3,
+                    "first": {
+                        "name": "staged",
+                        "split": "size",
+                        "factor": 4,
+                        "first": {"name": "spn", **_SPN_BIG, "scale": 2},  # the 64x64 first slice
+                        "rest": {"name": "spn", **_SPN_BIG},
+                    },  # its 15 other 64x64 slices
+                    "rest": {"name": "spn", **_SPN_BIG, "scale": 4},  # the 2 low bits given every MSB
+                },
+            },
+            "data": {
+                "dataset": "folder",
+                "num_levels": 32,
+                "options": {"path": "celeba_hq", "size": 256, "channels": 3},  # a folder under the data dir
+                "batch_size": 16,
+                "max_eval_images": 500,
+            },
             "optim": _SPN_OPTIM,
             "train": _SPN_TRAIN,
         },
@@ -348,13 +360,21 @@ PRESETS: dict[str, Preset] = {
         f"spn-imagenet-{size}": Preset(
             f"SPN, ImageNet {size}x{size} at 8 bits: depth split (3 MSBs), both stages SPNs with S={scale}; GPU",
             {
-                "model": {"name": "staged", "hparams": {
-                    "split": "depth", "factor": 3,
-                    "first": {"name": "spn", **_SPN_BIG, "scale": scale},
-                    "rest": {"name": "spn", **_SPN_BIG, "scale": scale},
-                }},
-                "data": {"dataset": "folder", "options": {"path": f"imagenet{size}", "size": size, "channels": 3},
-                         "batch_size": 32, "max_eval_images": 1000},
+                "model": {
+                    "name": "staged",
+                    "hparams": {
+                        "split": "depth",
+                        "factor": 3,
+                        "first": {"name": "spn", **_SPN_BIG, "scale": scale},
+                        "rest": {"name": "spn", **_SPN_BIG, "scale": scale},
+                    },
+                },
+                "data": {
+                    "dataset": "folder",
+                    "options": {"path": f"imagenet{size}", "size": size, "channels": 3},
+                    "batch_size": 32,
+                    "max_eval_images": 1000,
+                },
                 "optim": _SPN_OPTIM,
                 "train": _SPN_TRAIN,
             },
@@ -367,17 +387,40 @@ PRESETS: dict[str, Preset] = {
     "spn-staged-digits": Preset(
         "size upscaling in two stages on digits (4x4 first slice, then the rest): CPU, a few minutes",
         {
-            "model": {"name": "staged", "hparams": {
-                "split": "size", "factor": 2,
-                "first": {"name": "spn", "scale": 2, "hidden_channels": 24, "num_layers": 2, "num_heads": 3,
-                          "context_layers": 1, "context_attention_layers": 1},
-                "rest": {"name": "spn", "hidden_channels": 24, "num_layers": 2, "num_heads": 3,
-                         "context_layers": 1, "context_attention_layers": 1},
-            }},
+            "model": {
+                "name": "staged",
+                "hparams": {
+                    "split": "size",
+                    "factor": 2,
+                    "first": {
+                        "name": "spn",
+                        "scale": 2,
+                        "hidden_channels": 24,
+                        "num_layers": 2,
+                        "num_heads": 3,
+                        "context_layers": 1,
+                        "context_attention_layers": 1,
+                    },
+                    "rest": {
+                        "name": "spn",
+                        "hidden_channels": 24,
+                        "num_layers": 2,
+                        "num_heads": 3,
+                        "context_layers": 1,
+                        "context_attention_layers": 1,
+                    },
+                },
+            },
             "data": {"dataset": "digits", "batch_size": 32},
             "optim": {"lr": 3e-3, "warmup_steps": 100, "schedule": "cosine", "ema_decay": 0.995},
-            "train": {"steps": 1500, "log_every": 50, "eval_every": 250, "sample_every": 500,
-                      "checkpoint_every": 250, "num_threads": 1},
+            "train": {
+                "steps": 1500,
+                "log_every": 50,
+                "eval_every": 250,
+                "sample_every": 500,
+                "checkpoint_every": 250,
+                "num_threads": 1,
+            },
         },
     ),
     # Small SPN on digits for CPU: S=2 (4x4 slices), one random slice per image per step.
