@@ -205,7 +205,6 @@ def _twin(model, h: int, w: int):
         ("row_lstm", {"hidden_channels": 6, "num_layers": 1}),
         ("diagonal_bilstm", {"hidden_channels": 6, "num_layers": 1}),
         ("pixelcnn_pp", {"hidden_channels": 6, "num_layers": 1, "num_resolutions": 2}),
-        ("spn", {"hidden_channels": 6, "num_layers": 1, "context_layers": 1}),
     ],
 )
 def test_whole_image_equals_the_model_built_for_that_size(name, hparams, monkeypatch):
@@ -226,6 +225,14 @@ def test_whole_image_equals_the_model_built_for_that_size(name, hparams, monkeyp
         assert abs(image_log_prob(model, image, band_rows=3) - exact) > 3e-5
 
 
+def test_spn_whole_images_of_another_size_are_refused_with_the_reason():
+    """The attention SPN learns one embedding per slice position, so its weights fix the slice size."""
+    model = pixelmodels.build("spn", image_shape=(3, 4, 4), num_levels=8, hidden_channels=9, num_layers=1).eval()
+    with pytest.raises(ValueError, match="cannot evaluate 14x10 images: its weights depend on the image size"):
+        image_log_prob(model, torch.randint(0, 8, (3, 14, 10)))
+    assert image_log_prob(model, torch.randint(0, 8, (3, 4, 4))) < 0  # its own size still works
+
+
 def test_images_nll_totals_and_refusals():
     model = pixelmodels.build("pixelcnn", image_shape=(3, 4, 4), num_levels=8, hidden_channels=6, num_layers=1).eval()
     images = [torch.randint(0, 8, (3, 5, 7)), torch.randint(0, 8, (3, 9, 4))]
@@ -233,7 +240,7 @@ def test_images_nll_totals_and_refusals():
     bits = [-image_log_prob(model, x) / math.log(2) for x in images]
     assert result.total_bits == pytest.approx(sum(bits)) and result.num_dims == 105 + 108
     assert result.bits_per_dim == pytest.approx(sum(bits) / 213) and result.num_images == 2
-    spn = pixelmodels.build("spn", image_shape=(3, 4, 4), num_levels=8, scale=2, hidden_channels=6)
+    spn = pixelmodels.build("spn", image_shape=(3, 4, 4), num_levels=8, scale=2, hidden_channels=9)
     with pytest.raises(ValueError, match="cannot evaluate 5x7 images: .*not divisible by the subscale factor 2"):
         images_nll(spn, images[:1])
     with pytest.raises(ValueError, match=r"image values must be in \[0, 8\)"):

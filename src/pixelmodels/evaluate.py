@@ -103,7 +103,9 @@ def model_at_size(model, height: int, width: int):
         twin = build(name, image_shape=(c, height, width), **config)
         twin.load_state_dict(model.state_dict(), strict=True)
     except (ValueError, RuntimeError) as err:
-        reason = str(err).strip().splitlines()[0]
+        lines = [line.strip() for line in str(err).strip().splitlines()]
+        mismatch = [line for line in lines if line.startswith("size mismatch")]
+        reason = f"its weights depend on the image size ({mismatch[0]})" if mismatch else lines[0]
         raise ValueError(f"model {name!r} cannot evaluate {height}x{width} images: {reason}") from None
     device = next(model.parameters()).device
     return twin.to(device).eval()
