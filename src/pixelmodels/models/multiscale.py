@@ -100,10 +100,14 @@ class ConditionalPixelRNN(nn.Module):
         inputs = self.net.scale_input(x)  # (B, C, H, W)
         return self.net.conditioned_network(inputs, self.gate_biases(inputs))
 
+    def log_prob_map_given(self, x: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+        """log p of every modelled sub-pixel (B, C, H, W), zero on the small image; sums to ``log_prob_given``."""
+        per_subpixel = self.head.log_prob(self.params(x).float(), x)  # (B, C, H, W)
+        return per_subpixel.masked_fill(self.given_mask, 0.0)
+
     def log_prob_given(self, x: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log p(pixels outside the small image | the small image), (B,)."""
-        per_subpixel = self.head.log_prob(self.params(x).float(), x)  # (B, C, H, W)
-        return per_subpixel.masked_fill(self.given_mask, 0.0).sum(dim=(1, 2, 3))
+        return self.log_prob_map_given(x, given).sum(dim=(1, 2, 3))
 
     def estimate_log_prob_given(self, x, given=None, generator=None) -> torch.Tensor:
         return self.log_prob_given(x, given)
